@@ -1,0 +1,7 @@
+"""tunebook helpers: the logic behind the notebooks (templates, data, training, merge, chat, evaluation).
+
+`python -m helpers --help` lists the command-line tools. The name is short and common: if a file called
+helpers.py sits next to your notebook, Python imports that instead; the notebooks check for this marker.
+"""
+TUNEBOOK = True
+__version__ = "0.1.0"
