@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from helpers.conversation import Conversation, Turn
+from helpers.errors import TunebookError
 from helpers.templates import SYSTEM_TEMPLATES
 
 FORMATS = ("conversation", "openai", "alpaca", "colorist", "sharegpt", "pretrain", "default")
@@ -35,7 +36,7 @@ _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assista
                    "model": "assistant", "system": "system"}
 
 
-class DataFileError(ValueError):
+class DataFileError(TunebookError, ValueError):
     """The whole file is unusable (missing, empty, not UTF-8, not JSON...). `where` is FILE or FILE:LINE."""
 
     def __init__(self, where: str, message: str):
@@ -43,7 +44,7 @@ class DataFileError(ValueError):
         self.where, self.message = where, message
 
 
-class RecordError(ValueError):
+class RecordError(TunebookError, ValueError):
     """One record is wrong; the message says what and how to fix it."""
 
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from helpers.conversation import Conversation, Turn
+from helpers.errors import TunebookError
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ SYSTEM_TEMPLATES: dict[str, str] = {
 HF_TEMPLATE = "hf"  # pseudo-name: use the tokenizer's own chat_template (see helpers.hf_template)
 
 
-class TemplateError(ValueError):
+class TemplateError(TunebookError, ValueError):
     """A template or system-template name that does not exist, or a conversation it cannot render."""
 
 

@@ -1,0 +1,45 @@
+"""`python -m helpers <command>`: each command lives in its own module and builds its own argparse parser.
+
+Commands are imported only when run, so `--help` here is instant and one broken optional dependency
+cannot take the other commands down.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> ("module:function taking argv and returning an exit code", one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "templates": ("helpers.template_cli:main", "list prompt templates; render a conversation as training text"),
+    "check-data": ("helpers.check_data:main", "validate a dataset file and show tokens, masks and packing"),
+    "make-tiny-model": ("helpers.tiny:main", "build the offline tiny tokenizer + Llama model used by tests/CPU demo"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return ("usage: python -m helpers <command> [options]\n\ncommands:\n" + "\n".join(lines)
+            + "\n\nRun `python -m helpers <command> --help` for a command's options.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, function_name = COMMANDS[name][0].split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    from helpers.errors import TunebookError
+    try:
+        return int(function(rest) or 0)
+    except TunebookError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
