@@ -1,7 +1,7 @@
 """The one normalised form every dataset format becomes: a conversation of turns (XTuner's `conversation`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,16 @@ class Conversation:
         return {"conversation": turns}
 
 
+def with_default_system(conversation: Conversation, system: str) -> Conversation:
+    """Give the first turn `system` when no turn has a system text of its own (data wins over the default)."""
+    if not system or conversation.pretrain or any(t.system for t in conversation.turns):
+        return conversation
+    first = conversation.turns[0]
+    turns = [Turn(first.input, first.output, system, first.output_with_loss), *conversation.turns[1:]]
+    return Conversation(turns, conversation.pretrain, conversation.source)
+
+
 def single_turn(question: str, answer: str, system: str = "") -> Conversation:
     return Conversation([Turn(input=question, output=answer, system=system)])
 
 
-__all__ = ["Turn", "Conversation", "single_turn", "field"]

@@ -156,11 +156,12 @@ def _json_records(text: str, name: str) -> Iterator[Record | Issue]:
                                   "[{...}, {...}] or one record object")
     # Walk the array element by element so each record keeps the line it starts on (json.load loses that).
     pos, index = start + 1, 0
+    line, counted = 1, 0  # line numbers are counted incrementally (counting from 0 each time is quadratic)
     while True:
         pos = _skip_ws(text, pos)
         if text.startswith("]", pos):
             break
-        line = text.count("\n", 0, pos) + 1
+        line, counted = line + text.count("\n", counted, pos), pos
         try:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:

@@ -1,0 +1,32 @@
+"""Shared fixtures: the offline tiny model is built once per test session (a few seconds)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")          # tests never reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from helpers.tiny import make_tiny_model
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from helpers.encoding import load_tokenizer
+    return load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture()
+def run_cli(capsys):
+    """Run `python -m helpers ...` in-process; returns (exit code, stdout, stderr)."""
+    def run(*argv):
+        from helpers.cli import main
+        code = main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+    return run
