@@ -183,24 +183,24 @@ def load_colorist(source: str = "auto", path: str | os.PathLike | None = None, l
 
     auto: a given `path` (or ./colors/train.jsonl, ./colors/colors.json) is used as is; otherwise Hugging Face,
     then ModelScope, then the synthetic set, each failure explained in the notes. `limit` keeps the first N source
-    rows (not synthetic: use n_synthetic). Local files must be entirely valid; hub rows that are not are dropped.
+    rows (for synthetic, at most n_synthetic are generated). Local files must be entirely valid; hub rows that
+    are not are dropped and counted in the notes.
     """
     if source not in SOURCES:
         raise ColoristDataError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
     if limit is not None and limit < 1:
         raise ColoristDataError(f"limit must be at least 1, not {limit}")
+    n_synthetic = n_synthetic if limit is None else min(limit, n_synthetic)
     if source == "local":
         records, notes = _load_local(path, limit)
-        return records, "local", notes
-    if source == "hf":
+    elif source == "hf":
         records, notes = _load_hf(limit, timeout)
-        return records, "hf", notes
-    if source == "modelscope":
+    elif source == "modelscope":
         records, notes = _load_modelscope(limit, timeout)
-        return records, "modelscope", notes
-    if source == "synthetic":
+    elif source == "synthetic":
         records, notes = _load_synthetic(n_synthetic, seed)
-        return records, "synthetic", notes
+    if source != "auto":
+        return records, source, notes
     # auto
     if path is not None or any(Path(candidate).is_file() for candidate in LOCAL_CANDIDATES):
         records, notes = _load_local(path, limit)

@@ -267,6 +267,19 @@ def test_auto_falls_back_to_synthetic_and_says_why(tmp_path, monkeypatch):
     assert "SYNTHETIC" in notes[3]
 
 
+def test_limit_applies_to_synthetic_too():
+    records, _, notes = load_colorist("synthetic", limit=30, n_synthetic=100)
+    assert records == load_colorist("synthetic", n_synthetic=100)[0][:30]
+    assert notes[0].startswith("synthetic: 30 SYNTHETIC records")
+
+
+def test_broken_json_array_names_the_line(tmp_path, capsys):
+    path = tmp_path / "colors.json"
+    path.write_text('[\n  {"description": "A: b", "color": "#000000"}\n  {"description": "C: d"}\n]\n')
+    assert cli.main(["--source", "local", "--path", str(path), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert f"error: {path}:3: expected ',' or ']' after a record (missing comma?)" in capsys.readouterr().err
+
+
 def test_unknown_source_and_bad_limit():
     with pytest.raises(ColoristDataError, match="unknown source 'web'"):
         load_colorist("web")
