@@ -132,16 +132,27 @@ def plan_batches(samples: list[Sample], strategy: str, max_length: int, batch_si
 
 
 class MicroBatchDataset:
-    """Dataset whose items are micro-batches; the Trainer shuffles and shards items (DDP) as usual."""
+    """Dataset whose items are micro-batches, reshuffled each epoch (seed + epoch).
 
-    def __init__(self, samples: list[Sample], plan: BatchPlan):
-        self.samples, self.plan = samples, plan
+    The Trainer reads it sequentially (train_sampling_strategy="sequential"); accelerate calls set_epoch and
+    shards items round-robin across data-parallel ranks. So a single process with accumulation 2k and two
+    ranks with accumulation k see the same micro-batches in each optimizer step, and a resumed run sees
+    exactly what the interrupted one would have seen.
+    """
+
+    def __init__(self, samples: list[Sample], plan: BatchPlan, seed: int = 0):
+        self.samples, self.plan, self.seed = samples, plan, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order = list(range(len(self.plan.micro_batches)))
+        random.Random(f"{self.seed}:{epoch}").shuffle(self.order)
 
     def __len__(self) -> int:
         return len(self.plan.micro_batches)
 
     def __getitem__(self, index: int) -> dict:
-        item = self.plan.micro_batches[index]
+        item = self.plan.micro_batches[self.order[index]]
         if self.plan.strategy == "packed":
             return {"rows": [[self.samples[i] for i in row] for row in item]}
         return {"samples": [self.samples[i] for i in item]}

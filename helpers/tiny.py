@@ -65,9 +65,11 @@ def build_tokenizer(config: TinyConfig = TinyConfig()):
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=False))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tokenizer.decoder = decoders.ByteLevel()
+    # Each line once and min_frequency=2: merges are learned only for pieces shared by several lines, so
+    # sentences stay sub-word sequences (~46 tokens for the camp persona answer) instead of single tokens.
     trainer = trainers.BpeTrainer(vocab_size=config.vocab_size, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(_CORPUS * 4, trainer)
+                                  min_frequency=2, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(_CORPUS, trainer)
     # Like Llama/InternLM2 tokenizers: encode(text) adds BOS; encoding code adds its own and passes
     # add_special_tokens=False, exactly as XTuner does.
     tokenizer.post_processor = processors.TemplateProcessing(

@@ -1,0 +1,149 @@
+"""What training shows while it runs: a notebook widget (progress, loss curve, lr, tokens/s, memory, chat
+samples) or, outside a notebook, one plain log line per logging step."""
+from __future__ import annotations
+
+import html
+import os
+import resource
+import sys
+import time
+
+from transformers import TrainerCallback
+
+
+def in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+    except ImportError:
+        return False
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+
+
+def memory_now() -> tuple[str, float, float]:
+    """(device, in use GB, peak GB): CUDA allocator on GPU, process RSS on CPU."""
+    import torch
+    if torch.cuda.is_available():
+        return "GPU", torch.cuda.memory_allocated() / 2**30, torch.cuda.max_memory_allocated() / 2**30
+    rss = _rss_bytes() / 2**30
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 2**30
+    return "RAM", rss, peak
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class TokenMeter:
+    """Counts the tokens the collator hands to the model (non-pad and trained)."""
+
+    def __init__(self):
+        self.tokens = 0
+        self.trained = 0
+
+    def observe(self, item: dict) -> None:
+        samples = [s for row in item["rows"] for s in row] if "rows" in item else item["samples"]
+        self.tokens += sum(len(s) for s in samples)
+        self.trained += sum(s.trained_tokens for s in samples)
+
+
+class LiveView(TrainerCallback):
+    """One view for the whole run; `samples` is shared with the chat-sample callback."""
+
+    def __init__(self, meter: TokenMeter, samples: list[dict], notebook: bool | None = None, out=None):
+        self.meter, self.samples = meter, samples
+        self.notebook = in_notebook() if notebook is None else notebook
+        self.out = out or sys.stdout
+        self.losses: list[tuple[int, float]] = []
+        self.started = self.last_time = time.time()
+        self.last_tokens = 0
+        self.tokens_per_second = 0.0
+        self.lr = 0.0
+        self.first_step = 0
+        self.widgets = None
+
+    # -- trainer events
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = self.last_time = time.time()
+        self.first_step = state.global_step
+        if self.notebook:
+            self._build_widgets(state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.time()
+        if now - self.last_time >= 1.0 or state.global_step == state.max_steps:
+            self.tokens_per_second = (self.meter.tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
+            self.last_time, self.last_tokens = now, self.meter.tokens
+        if self.widgets:
+            self._update_widgets(state)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            self.losses.append((state.global_step, float(logs["loss"])))
+        self.lr = logs.get("learning_rate", self.lr)
+        if self.widgets:
+            self._update_widgets(state, redraw=True)
+        elif "loss" in logs and state.is_world_process_zero:
+            print(self.status_line(state), file=self.out, flush=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.widgets:
+            self._update_widgets(state, redraw=True)
+
+    # -- text
+    def status_line(self, state) -> str:
+        done = state.global_step - self.first_step
+        left = state.max_steps - state.global_step
+        elapsed = time.time() - self.started
+        eta = elapsed / done * left if done else 0
+        kind, used, peak = memory_now()
+        loss = f"{self.losses[-1][1]:.4f}" if self.losses else "-"
+        return (f"step {state.global_step}/{state.max_steps} | loss {loss} | lr {self.lr:.2e} | "
+                f"{self.tokens_per_second:,.0f} tok/s | {kind} {used:.2f} GB (peak {peak:.2f}) | "
+                f"elapsed {_duration(elapsed)} | ETA {_duration(eta)}")
+
+    # -- notebook widgets
+    def _build_widgets(self, max_steps: int):
+        import ipywidgets as w
+        from IPython.display import display
+        self.widgets = {"bar": w.IntProgress(min=0, max=max(1, max_steps), description="训练", bar_style="info"),
+                        "status": w.HTML(), "plot": w.Output(), "samples": w.HTML()}
+        display(w.VBox([self.widgets["bar"], self.widgets["status"], self.widgets["plot"], self.widgets["samples"]]))
+
+    def _update_widgets(self, state, redraw: bool = False):
+        self.widgets["bar"].max = max(1, state.max_steps)
+        self.widgets["bar"].value = state.global_step
+        self.widgets["status"].value = f"<code>{html.escape(self.status_line(state))}</code>"
+        if self.samples:
+            rows = "".join(f"<tr><td>{s['step']}</td><td>{html.escape(s['input'])}</td>"
+                           f"<td style='white-space:pre-wrap'>{html.escape(s['output'])}</td></tr>"
+                           for s in self.samples[-len(set(x['input'] for x in self.samples)):])
+            self.widgets["samples"].value = ("<b>最新对话样例</b><table><tr><th>step</th><th>问题</th><th>回答</th></tr>"
+                                             f"{rows}</table>")
+        if redraw and self.losses:
+            self._draw()
+
+    def _draw(self):
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+        with self.widgets["plot"]:
+            self.widgets["plot"].clear_output(wait=True)
+            figure, axis = plt.subplots(figsize=(6, 2.6))
+            steps, values = zip(*self.losses)
+            axis.plot(steps, values, marker="." if len(steps) < 50 else None)
+            axis.set_xlabel("step")
+            axis.set_ylabel("loss")
+            axis.grid(alpha=0.3)
+            figure.tight_layout()
+            display(figure)
+            plt.close(figure)

@@ -1,0 +1,269 @@
+"""Find a model, load it for qlora / lora / full training or for inference, and attach LoRA.
+
+Resolution order for a name such as "internlm2-chat-1_8b": an existing local path; the InternStudio share
+(/root/share/new_models/Shanghai_AI_Laboratory/<name> and the other layouts the camps used); the Hugging Face
+hub; ModelScope. Every failed place is listed in the final error. InternLM2 checkpoints are converted to the
+native Llama layout (helpers.internlm2) unless the caller explicitly asks for their remote code.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers.errors import TunebookError
+
+MODES = ("qlora", "lora", "full")
+
+# Short names learners type -> (Hugging Face repo, ModelScope repo). Other names are used as given.
+KNOWN_MODELS = {
+    "internlm2-chat-1_8b": ("internlm/internlm2-chat-1_8b", "Shanghai_AI_Laboratory/internlm2-chat-1_8b"),
+    "internlm2-chat-7b": ("internlm/internlm2-chat-7b", "Shanghai_AI_Laboratory/internlm2-chat-7b"),
+    "internlm2_5-7b-chat": ("internlm/internlm2_5-7b-chat", "Shanghai_AI_Laboratory/internlm2_5-7b-chat"),
+    "internlm2-1_8b": ("internlm/internlm2-1_8b", "Shanghai_AI_Laboratory/internlm2-1_8b"),
+    "internlm2-7b": ("internlm/internlm2-7b", "Shanghai_AI_Laboratory/internlm2-7b"),
+}
+# InternStudio keeps models in a read-only share; camp docs used these layouts (TUNEBOOK_SHARE_ROOTS overrides).
+SHARE_ROOTS = ("/root/share/new_models/Shanghai_AI_Laboratory", "/root/share/new_models/internlm",
+               "/root/share/model_repos", "/share/new_models/Shanghai_AI_Laboratory", "/root/models")
+
+
+class ModelNotFound(TunebookError):
+    pass
+
+
+def _share_roots() -> list[Path]:
+    override = os.environ.get("TUNEBOOK_SHARE_ROOTS")
+    return [Path(p) for p in (override.split(os.pathsep) if override else SHARE_ROOTS)]
+
+
+def _looks_like_model(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def resolve_model(name: str | os.PathLike, allow_download: bool = True) -> Path:
+    """A local folder holding the model, downloading it if needed; ModelNotFound lists every place tried."""
+    tried: list[str] = []
+    path = Path(os.path.expanduser(str(name)))
+    if path.exists():
+        if _looks_like_model(path):
+            return path
+        raise ModelNotFound(f"{path} exists but has no config.json: give the folder that holds the model files")
+    tried.append(f"local path {path}: does not exist")
+    short = str(name).rstrip("/").split("/")[-1]
+    for root in _share_roots():
+        candidate = root / short
+        if _looks_like_model(candidate):
+            return candidate
+        tried.append(f"InternStudio share {candidate}: not there")
+    hf_repo, ms_repo = KNOWN_MODELS.get(short, (str(name), str(name)))
+    if "/" not in hf_repo:
+        tried.append(f"hub: {name!r} is not a repo id (expected owner/name, e.g. internlm/internlm2-chat-1_8b)")
+    elif not allow_download:
+        tried.append("hub / ModelScope: downloads not allowed here")
+    else:
+        for label, download in (("Hugging Face hub", _from_hf), ("ModelScope", _from_modelscope)):
+            repo = hf_repo if label.startswith("Hugging") else ms_repo
+            try:
+                return download(repo)
+            except Exception as err:  # network, auth, missing package: all reported together below
+                tried.append(f"{label} {repo}: {_first_line(err)}")
+    raise ModelNotFound(f"cannot find model {str(name)!r}. Tried:\n  - " + "\n  - ".join(tried) +
+                        "\nFix: give a local folder with config.json, or check the network / HF_ENDPOINT "
+                        "(e.g. export HF_ENDPOINT=https://hf-mirror.com), or `pip install modelscope`.")
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:200]
+
+
+def _from_hf(repo: str) -> Path:
+    from huggingface_hub import snapshot_download
+    return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "*.model", "*.py", "*.txt",
+                                                        "*.tiktoken", "*.jinja"]))
+
+
+def _from_modelscope(repo: str) -> Path:
+    if importlib.util.find_spec("modelscope") is None:
+        raise ImportError("the modelscope package is not installed (pip install modelscope)")
+    from modelscope import snapshot_download
+    return Path(snapshot_download(repo))
+
+
+# ---------------------------------------------------------------- dtypes and devices
+
+def device_kind() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def compute_dtype(dtype: str = "auto"):
+    """bf16 where the GPU supports it, fp16 on older GPUs (T4, V100), fp32 on CPU."""
+    import torch
+    named = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "fp32": torch.float32, "float32": torch.float32}
+    if dtype != "auto":
+        if dtype not in named:
+            raise TunebookError(f"unknown dtype {dtype!r}; use auto, bf16, fp16 or fp32")
+        return named[dtype]
+    if not torch.cuda.is_available():
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def require_bitsandbytes() -> None:
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TunebookError("mode 'qlora' needs bitsandbytes: pip install bitsandbytes "
+                            "(or choose mode 'lora' to train a 16/32-bit base)")
+
+
+def remote_code_files(path: Path) -> list[str]:
+    return sorted(p.name for p in Path(path).glob("*.py"))
+
+
+def warn_remote_code(path: Path) -> None:
+    files = remote_code_files(path)
+    print(f"WARNING: trust_remote_code=True runs Python code shipped with the model in {path}: "
+          f"{', '.join(files) or '(no .py files found)'}. Only do this for checkpoints you trust.")
+
+
+def prepare_checkpoint(path: Path, trust_remote_code: bool = False) -> Path:
+    """InternLM2 checkpoints become native Llama ones (converted once, cached) unless remote code is asked for."""
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    is_internlm2 = config.get("model_type") == "internlm2" or "InternLM2ForCausalLM" in config.get("architectures", [])
+    if trust_remote_code:
+        warn_remote_code(path)
+        return path
+    if is_internlm2:
+        from helpers.internlm2 import ensure_llama_layout
+        return Path(ensure_llama_layout(path))
+    return path
+
+
+# ---------------------------------------------------------------- loading
+
+def load_model(path: str | os.PathLike, mode: str = "qlora", dtype: str = "auto", device_map=None,
+               trust_remote_code: bool = False, attn_implementation: str | None = "sdpa",
+               gradient_checkpointing: bool | None = None):
+    """Load a (resolved) model folder for training or inference in one of MODES."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if mode not in MODES:
+        raise TunebookError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    quiet_bitsandbytes_kernel_warning()
+    path = prepare_checkpoint(Path(path), trust_remote_code)
+    compute = compute_dtype(dtype)
+    kwargs = dict(trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+    if device_map is None:
+        device_map = {"": 0} if torch.cuda.is_available() else "cpu"
+    if mode == "qlora":
+        require_bitsandbytes()
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute)
+        kwargs["dtype"] = compute
+    else:
+        # lora: frozen base in the compute dtype; full: fp32 master weights (mixed precision via the Trainer)
+        kwargs["dtype"] = compute if mode == "lora" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(path), device_map=device_map, **kwargs)
+    if gradient_checkpointing is None:
+        gradient_checkpointing = mode == "qlora"
+    model.config.use_cache = False  # training: no KV cache (it would also break packed-sample isolation)
+    if mode == "qlora":
+        keep_4bit_trainable(model)
+        from peft import prepare_model_for_kbit_training
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})  # reentrant fails under DDP (DESIGN.md)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model
+
+
+def keep_4bit_trainable(model) -> int:
+    """Keep bitsandbytes' trainable NF4 layout on CPU; returns how many layers were switched back.
+
+    bitsandbytes 0.50 on CPUs with AVX512-BF16 repacks NF4 weights into an inference-only layout on the first
+    eval-mode forward (e.g. a chat sample before training). Afterwards every forward takes gemv_4bit, which
+    has no autograd kernel, so gradients through the frozen layers are silently dropped (PyTorch only warns).
+    Models we train must never take that path: switch the repacking off and undo it where it happened.
+    """
+    try:
+        from bitsandbytes.nn import Linear4bit
+        from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
+    except ImportError:
+        return 0
+    restored = 0
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            state = getattr(module.weight, "quant_state", None)
+            if state is not None and getattr(state, "packing_format_for_cpu", False):
+                module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                    module.weight.data, state)
+                restored += 1
+    return restored
+
+
+def quiet_bitsandbytes_kernel_warning() -> None:
+    """bitsandbytes tries to fetch an optional CPU kernel from the hub at import and logs a scary warning when
+    it cannot (always, offline); the fallback it uses is correct, so keep that line out of learners' output."""
+    import logging
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 64                          # camp configs; higher rank = more capacity, more memory
+    alpha: int = 16                      # camp configs; the update is scaled by alpha / r
+    dropout: float = 0.1                 # camp configs
+    target_modules: tuple[str, ...] | str = "all-linear"  # every linear layer except the output head (XTuner)
+    bias: str = "none"
+
+
+def apply_lora(model, settings: LoraSettings = LoraSettings()):
+    from peft import LoraConfig, get_peft_model
+
+    targets = settings.target_modules
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, bias=settings.bias,
+                        task_type="CAUSAL_LM", target_modules=targets if isinstance(targets, str) else list(targets))
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:  # e.g. target modules not found (an InternLM1 config on InternLM2, xtuner#518)
+        raise TunebookError(f"LoRA target modules {targets} do not fit this model: {err}") from None
+
+
+def lora_targets(peft_model) -> list[str]:
+    """The module names LoRA was attached to (after 'all-linear' expansion)."""
+    config = peft_model.peft_config["default"]
+    return sorted(config.target_modules) if not isinstance(config.target_modules, str) else [config.target_modules]
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def config_hash(model_dir: str | os.PathLike) -> str:
+    """Hash of the architecture-defining config (what an adapter must match), independent of the path."""
+    import hashlib
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    keys = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "vocab_size", "head_dim", "tie_word_embeddings")
+    canonical = json.dumps({k: config.get(k) for k in keys}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    path: Path                     # where it was found
+    loaded_path: Path              # what was loaded (the converted copy for InternLM2)
+    extra: dict = field(default_factory=dict)
