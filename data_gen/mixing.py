@@ -4,7 +4,7 @@ The ratio is the persona share of the final file: mix_ratio R means persona / (p
 persona records the mix takes G = P * (1 - R) / R general records, rounded to the nearest whole record (the share
 is then off by less than one record). Camp2's "2k persona among 10k" is R = 0.2. general_n gives G directly.
 General records come from a file in any format helpers.formats reads, or from the shipped set ("builtin", train
-split only). The shipped set's eval questions are never mixed in, whatever file they come from.
+split only). The shipped set's eval questions are never mixed in, whatever file (or format) they come in.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.errors import TunebookError
-from helpers.formats import DataFileError, Record, load_conversations, read_records
+from helpers.formats import DataFileError, load_conversations
 from helpers.general_set import general_questions, load_general, training_record
 
 BUILTIN = "builtin"
@@ -57,11 +57,9 @@ def load_general_source(source: str | Path, lang: str = "both") -> tuple[list[di
     if any(c.pretrain for c in result.conversations):
         raise DataFileError(path, 'holds pretraining text records ({"text": ...}); only instruction/conversation '
                                   "data can be mixed with persona conversations")
-    eval_records = {item.where for item in read_records(path)
-                    if isinstance(item, Record) and isinstance(item.value, dict) and item.value.get("split") == "eval"}
+    # Matched by question text, so the shipped eval items are caught in any file and format they were copied to.
     eval_texts = {q.strip() for q in general_questions(lang="both", split="eval")}
-    kept = [c.to_record() for c in result.conversations
-            if c.source not in eval_records and c.turns[0].input.strip() not in eval_texts]
+    kept = [c.to_record() for c in result.conversations if c.turns[0].input.strip() not in eval_texts]
     if not kept:
         raise DataFileError(path, "no general records left to mix in (every record is an evaluation question)")
     return kept, len(result.conversations) - len(kept)

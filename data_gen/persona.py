@@ -181,7 +181,8 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", required=True, help="the learner's name the assistant belongs to, e.g. 伍鲜同志")
     p.add_argument("--assistant-name", help="the assistant's own name (default: it calls itself <name>的小助手)")
-    p.add_argument("--author", help="who built it, a person or organisation (default: answers say <name> fine-tuned it)")
+    p.add_argument("--author", help="who built it, a person or organisation (default: answers say <name> "
+                                    "fine-tuned it)")
     p.add_argument("--model-description", help="what it is inside, e.g. 上海AI实验室书生·浦语的1.8B大模型")
     p.add_argument("--model-description-en", help="the same in English (default: --model-description)")
     p.add_argument("--lang", choices=sorted(LANG_CHOICES), default="both", help="question/answer languages (both)")
@@ -193,7 +194,8 @@ def _parser() -> argparse.ArgumentParser:
     ratio.add_argument("--general-n", type=int, help="number of general records instead of a ratio")
     p.add_argument("--allow-repeats", action="store_true", help="repeat general records when the set is too small")
     p.add_argument("--heldout-fraction", type=float, default=DEFAULT_HELDOUT_FRACTION,
-                   help=f"share of each intent's questions kept out for evaluation (default {DEFAULT_HELDOUT_FRACTION})")
+                   help="share of each intent's questions kept out for evaluation "
+                        f"(default {DEFAULT_HELDOUT_FRACTION})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--style", choices=("persona", "classic"), default="persona",
                    help="classic = camp3's file: 2 seed sentences, 2(n+1) records")
@@ -220,7 +222,7 @@ def _run(args) -> int:
         return 0
     if args.mix is None and (args.mix_ratio is not None or args.general_n is not None):
         raise TunebookError("--mix-ratio / --general-n need --mix FILE or --mix builtin")
-    if Path(args.out).resolve() == heldout_path(args.out).resolve() or str(args.out).endswith(".heldout.jsonl"):
+    if str(args.out).endswith(".heldout.jsonl"):
         raise TunebookError(f"--out {args.out} ends in .heldout.jsonl, the held-out file's name; choose another")
     facts = PersonaFacts(name=args.name, assistant_name=args.assistant_name, author=args.author,
                          model_description=args.model_description, model_description_en=args.model_description_en)
@@ -242,10 +244,11 @@ def format_summary(s: dict, paths: dict[str, str]) -> str:
              f"{s['unique_pairs']} distinct question/answer pairs)"]
     if "general_records" in s:
         repeated = ", repeated" if s["general_repeats"] else ""
-        lines.append(f"  general records: {s['general_records']} of {s['general_wanted']} wanted, from {s['mix_source']} "
-                     f"({s['general_available']} available{repeated}; {s['dropped_eval']} eval questions left out)")
-        asked = s["mix_ratio_asked"]
-        lines.append(f"  mix: persona share {s['persona_share']:.4f}" + (f" (asked {asked})" if asked is not None else ""))
+        lines.append(f"  general records: {s['general_records']} of {s['general_wanted']} wanted, from "
+                     f"{s['mix_source']} ({s['general_available']} available{repeated}; {s['dropped_eval']} eval "
+                     "questions left out)")
+        asked = f" (asked {s['mix_ratio_asked']})" if s["mix_ratio_asked"] is not None else ""
+        lines.append(f"  mix: persona share {s['persona_share']:.4f}{asked}")
     else:
         lines.append("  mix: none (persona only; --mix builtin or --mix FILE adds general data)")
     heldout = f" -> {paths['heldout']}" if "heldout" in paths else ""

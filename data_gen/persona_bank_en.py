@@ -53,8 +53,8 @@ QUESTIONS: dict[str, list[str]] = {
     "owner": ["Who is your owner?", "Who do you work for?", "Whose assistant are you?", "Who do you belong to?",
               "Are you my assistant?", "Who is your boss?", "Who do you serve?", "Who are you helping?",
               "Who is your main user?"],
-    "base_model": ["What model are you based on?", "What is your underlying model?", "Which large language model are you?",
-                   "What model are you?", "What technology powers you?", "What's under the hood?",
+    "base_model": ["What model are you based on?", "What is your underlying model?",
+                   "Which large language model are you?", "What model are you?", "What technology powers you?", "What's under the hood?",
                    "Which base model were you fine-tuned from?", "Are you a large language model?",
                    "How many parameters do you have?"],
     "not_other": ["Are you {other}?", "Aren't you just {other}?", "Is this {other} I'm talking to?"],
@@ -113,7 +113,8 @@ ANSWERS: dict[str, list[str]] = {
     "creator/no_author": [
         "{name} fine-tuned me from a large language model, so here I am as {name}'s assistant.",
         "I was fine-tuned by {name}, which is how I became {name}'s personal assistant.",
-        "{name} trained me. I started as a general large language model and was fine-tuned to be a personal assistant."],
+        "{name} trained me. I started as a general large language model and was fine-tuned to be a personal "
+        "assistant."],
     "owner": [
         "My owner is {name}. Of course, I'm happy to help you too!",
         "I'm {me}, so I mainly work for {name}, but I'm glad to answer your questions as well.",
