@@ -99,8 +99,8 @@ def _others(bank, facts: PersonaFacts) -> list[tuple[str, str]]:
     return [(o, m) for o, m in bank.OTHERS if not clash(o) and not clash(m)]
 
 
-def _questions(lang: str, facts: PersonaFacts) -> list[tuple[Question, str]]:
-    """Every question of the bank as (Question, template label), templated ones expanded; duplicates dropped."""
+def _questions(lang: str, facts: PersonaFacts) -> list[Question]:
+    """Every question of the bank, templated ones expanded per other assistant / maker; duplicates dropped."""
     bank, others = BANKS[lang], _others(BANKS[lang], facts)
     makers = list(dict.fromkeys(m for _, m in others))
     out, seen = [], set()
@@ -117,7 +117,7 @@ def _questions(lang: str, facts: PersonaFacts) -> list[tuple[Question, str]]:
                 text = fill(template, dict(extra), where)
                 if text not in seen:
                     seen.add(text)
-                    out.append((Question(lang, intent, text, extra), where))
+                    out.append(Question(lang, intent, text, extra))
     return out
 
 
@@ -129,6 +129,7 @@ def _answer_key(bank, intent: str, facts: PersonaFacts) -> str:
 
 
 def claims_for(facts: PersonaFacts) -> list[str]:
+    """The false-identity phrases of both languages (the held-out must_not_claim list)."""
     phrases = []
     for bank in BANKS.values():
         for other, maker in _others(bank, facts):
@@ -137,6 +138,7 @@ def claims_for(facts: PersonaFacts) -> list[str]:
 
 
 def expect_for(lang: str, intent: str, facts: PersonaFacts, claims: list[str]) -> dict:
+    """What an answer to a question of this intent must state (the held-out "expect" dict)."""
     bank = BANKS[lang]
     mention = [facts.name]
     if intent in NAMES_ASSISTANT and facts.assistant_name:
@@ -160,7 +162,7 @@ def answer_table(lang: str, facts: PersonaFacts) -> dict[Question, list[str]]:
         for i, template in enumerate(bank.ANSWERS[key]):   # every template these facts use, sampled or not
             fill(template, {**values, "other": "X", "maker": "Y"}, f"{lang}/answers/{key}[{i}]")
     table = {}
-    for question, _ in _questions(lang, facts):
+    for question in _questions(lang, facts):
         key = _answer_key(bank, question.intent, facts)
         expect = expect_for(lang, question.intent, facts, claims)
         answers = []

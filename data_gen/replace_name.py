@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import codecs
 import json
+import os
 import re
+import stat
 import sys
 from dataclasses import dataclass
 from itertools import zip_longest
@@ -275,6 +277,8 @@ def replace_file(src: str | Path, dst: str | Path, old: str, new: str, keys: boo
     if not src.is_file():
         raise DataFileError(str(src), "no such file" if not src.exists() else "is not a file")
     report = ReplaceReport(layout=detect_layout(src))
+    # atomic_file's temp file is private (0600); a file replaced in place keeps the permissions it had.
+    keep_mode = stat.S_IMODE(dst.stat().st_mode) if dst.is_file() else None
     with atomic_file(dst, mode="w+") as out:
         with open(src, "rb") as handle:
             for index, (_, value) in enumerate(read_values(handle, report.layout, str(src), chunk_size)):
@@ -294,6 +298,8 @@ def replace_file(src: str | Path, dst: str | Path, old: str, new: str, keys: boo
         out.flush()
         out.seek(0)
         _check(src, out, report, old, new, keys, chunk_size)
+    if keep_mode is not None:
+        os.chmod(dst, keep_mode)
     return report
 
 

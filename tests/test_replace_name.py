@@ -62,6 +62,14 @@ def test_json_array_keeps_camp_layout(tmp_path):
     assert dst.read_text(encoding="utf-8") == json.dumps(expected, ensure_ascii=False, indent=4) + "\n"
 
 
+def test_in_place_keeps_the_file_permissions(tmp_path):
+    src = tmp_path / "in.jsonl"
+    _write_jsonl(src, [RECORD])
+    src.chmod(0o644)
+    replace_file(src, src, OLD, NEW)
+    assert src.stat().st_mode & 0o777 == 0o644 and "伍鲜同志" in src.read_text(encoding="utf-8")
+
+
 def test_single_object_and_empty_array(tmp_path):
     one = tmp_path / "one.json"
     one.write_text(json.dumps(RECORD, ensure_ascii=False, indent=2), encoding="utf-8")
