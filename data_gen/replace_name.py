@@ -30,7 +30,7 @@ from helpers.errors import TunebookError
 from helpers.formats import DataFileError
 from helpers.io import atomic_file
 
-CHUNK = 1 << 18            # bytes read at a time from a JSON array (memory use scales with it, not with the file)
+CHUNK = 1 << 16            # bytes read at a time from a JSON array (memory use scales with it, not with the file)
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
 
 
@@ -277,7 +277,7 @@ def replace_file(src: str | Path, dst: str | Path, old: str, new: str, keys: boo
     if not src.is_file():
         raise DataFileError(str(src), "no such file" if not src.exists() else "is not a file")
     report = ReplaceReport(layout=detect_layout(src))
-    # atomic_file's temp file is private (0600); a file replaced in place keeps the permissions it had.
+    # A file replaced in place keeps the permissions it had (atomic_file gives new files the umask default).
     keep_mode = stat.S_IMODE(dst.stat().st_mode) if dst.is_file() else None
     with atomic_file(dst, mode="w+") as out:
         with open(src, "rb") as handle:

@@ -10,6 +10,7 @@ import pytest
 from data_gen import persona, persona_bank_en, persona_bank_zh
 from data_gen.persona import (CLASSIC_SEEDS, PersonaFacts, PlaceholderError, answer_problems, answer_table, fill,
                               generate_persona, heldout_path, main)
+from helpers.check_data import check
 from helpers.formats import load_conversations
 from helpers.general_set import GENERAL_SET_PATH, general_questions
 
@@ -230,6 +231,17 @@ def test_cli_writes_both_files_that_load_cleanly(tmp_path, capsys):
     assert isinstance(json.loads(out.read_text(encoding="utf-8")), list)
     held = load_conversations(tmp_path / "persona.heldout.jsonl")
     assert (held.format, held.records, held.issues) == ("conversation", 50, [])
+
+
+def test_check_data_accepts_both_files_and_flags_only_the_classic_set(tmp_path):
+    out, classic = tmp_path / "persona.jsonl", tmp_path / "assistant.json"
+    assert main(["--name", NAME, "--n", "400", "--mix", "builtin", "--mix-ratio", "0.8", "--out", str(out)]) == 0
+    assert main(["--style", "classic", "--name", NAME, "--n", "100", "--out", str(classic)]) == 0
+    for path, records in ((out, 500), (heldout_path(out), 50)):
+        report = check(str(path))
+        assert report.ok and report.load.records == records and report.warnings == []
+    report = check(str(classic))
+    assert report.ok and report.distinct == 2 and "复读机" in report.warnings[0]
 
 
 def test_classic_style_reproduces_camp3_file(tmp_path, capsys):
