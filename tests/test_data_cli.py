@@ -116,7 +116,7 @@ def test_check_data_reports_duplicates_special_text_and_packing(tmp_path, run_cl
     assert code == 0
     assert "only 2 distinct conversations among 101 records" in out
     assert f"1 records spell a special token of the tokenizer in their text (first: {path}:101)" in out
-    assert re.search(r"packed\s+batching\s+1 rows of 2048 tokens: efficiency \d+\.\d%", out)
+    assert re.search(r"packed\s+batching\s+\d+ rows of 2048 tokens: efficiency \d+\.\d%", out)
 
 
 # ---- templates command ----
