@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "templates": ("helpers.template_cli:main", "list prompt templates; render a conversation as training text"),
     "check-data": ("helpers.check_data:main", "validate a dataset file and show tokens, masks and packing"),
     "make-tiny-model": ("helpers.tiny:main", "build the offline tiny tokenizer + Llama model used by tests/CPU demo"),
+    "convert": ("helpers.internlm2:main", "convert InternLM2 <-> Llama checkpoints (no remote code)"),
 }
 
 
