@@ -74,10 +74,9 @@ def save_shards(shards: Iterator[dict], out_dir: Path, count: int) -> None:
         name = SAFE_SINGLE if count == 1 else f"model-{number:05d}-of-{count:05d}.safetensors"
         tensors = _unshare(tensors)
         save_file(tensors, str(out_dir / name), metadata={"format": "pt"})
-        for key, tensor in tensors.items():
-            weight_map[key] = name
-            total += tensor.numel() * tensor.element_size()
-        del tensors
+        weight_map.update(dict.fromkeys(tensors, name))
+        total += sum(t.numel() * t.element_size() for t in tensors.values())
+        del tensors  # nothing may keep a memory-mapped input shard alive once it is written
     if count > 1:
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (out_dir / SAFE_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
@@ -118,6 +117,7 @@ def convert_shards(model_dir: str | Path, out_dir: Path, convert: Callable[[dict
                 out.update(finish())
             written += len(out)
             yield out
+            del out  # drop this shard (memory-mapped pages included) before the next one is read
 
     save_shards(converted(), out_dir, len(files))
     return written

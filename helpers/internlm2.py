@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from helpers.checkpoint_shards import convert_shards, weight_files
@@ -64,6 +65,18 @@ def _write_generation_config(src: Path, dst: Path, llama_config) -> None:
     (dst / "generation_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
+def _needed_bytes(files: list[Path]) -> int:
+    return int(sum(f.stat().st_size for f in files) * 1.05) + 50 * 1024**2
+
+
+def _check_space(dst: Path, files: list[Path]) -> None:
+    existing = next(p for p in [dst.parent, *dst.parent.parents] if p.exists())
+    free, needed = shutil.disk_usage(existing).free, _needed_bytes(files)
+    if free < needed:
+        raise TunebookError(f"writing {dst} needs {needed / 1e9:.1f} GB of free space; {existing} has "
+                            f"{free / 1e9:.1f} GB. Free some space or choose an output folder on another disk")
+
+
 def convert_internlm2_to_llama(src: str | Path, dst: str | Path, overwrite: bool = False,
                                chat_template: str | None = None, progress=print, _key: str | None = None) -> Path:
     """Convert an InternLM2 checkpoint folder to a Llama one at `dst` (weights, config, fast tokenizer, generation
@@ -77,7 +90,7 @@ def convert_internlm2_to_llama(src: str | Path, dst: str | Path, overwrite: bool
         raise NotInternLM2Error(f"{src}: not an InternLM2 checkpoint (config.json has architectures="
                                 f"{config.get('architectures')}, model_type={config.get('model_type')!r})")
     llama_config = llama_config_from_internlm2(config, str(src / "config.json"))
-    weight_files(src)  # fail before creating anything if there are no weights
+    _check_space(dst, weight_files(src))  # fail before creating anything without weights or room
     try:
         with atomic_dir(dst, overwrite=overwrite) as tmp:
             write_fast_tokenizer(src, tmp, to_jinja("internlm2_chat") if chat_template is None else chat_template)
@@ -115,7 +128,7 @@ def export_internlm2(llama_dir: str | Path, out_dir: str | Path, original_dir: s
         original = read_config(original_dir)
     llama_config = LlamaConfig.from_pretrained(llama_dir)
     internlm2_config = internlm2_config_from_llama(llama_config, original)
-    weight_files(llama_dir)
+    _check_space(out_dir, weight_files(llama_dir))
     mapper = LlamaToInternLM2(llama_config)
     try:
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -163,18 +176,30 @@ def cache_root() -> Path:
 
 
 def _candidates(model_dir: Path, key: str, cache_dir: Path | None) -> list[Path]:
+    """Where a conversion may live, in order of preference: beside the original, then the cache folder."""
     name = model_dir.resolve().name
     cached = (cache_dir or cache_root() / "converted") / f"{name}-llama-{key[:12]}"
     parent = model_dir.resolve().parent
-    in_hub_cache = parent.name == "snapshots"  # never add folders inside the Hugging Face cache layout
-    if cache_dir is None and not in_hub_cache and os.access(parent, os.W_OK):
+    if cache_dir is None and parent.name != "snapshots":  # never add folders inside the Hugging Face cache
         return [parent / f"{name}-llama-{key[:12]}", cached]
     return [cached]
 
 
+def _room_for(target: Path, needed: int) -> bool:
+    """Whether a folder can be created beside `target` (read-only shares, root-squashed NFS) with `needed` bytes."""
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".tunebook-probe-", dir=parent))
+        return shutil.disk_usage(parent).free > needed
+    except OSError:
+        return False
+
+
 def ensure_llama_layout(model_dir: str | Path, cache_dir: str | Path | None = None, progress=print) -> Path:
     """`model_dir` itself unless it is an InternLM2 checkpoint; then its Llama-layout conversion, made once and
-    cached beside it (when that folder is writable) or under $TUNEBOOK_CACHE/converted (~/.cache/tunebook)."""
+    cached beside it (when that folder is writable and has room) or under $TUNEBOOK_CACHE/converted
+    (default ~/.cache/tunebook/converted)."""
     model_dir = Path(model_dir)
     if not is_internlm2_checkpoint(model_dir):
         return model_dir
@@ -184,9 +209,16 @@ def ensure_llama_layout(model_dir: str | Path, cache_dir: str | Path | None = No
         marker = candidate / MARKER
         if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("key") == key:
             return candidate
-    target = candidates[0]
+    needed = _needed_bytes(weight_files(model_dir))
+    target = next((c for c in candidates if _room_for(c, needed)), None)
+    if target is None:
+        raise TunebookError(f"{model_dir} is an InternLM2 checkpoint and must be converted once to the Llama "
+                            f"layout, which needs {needed / 1e9:.1f} GB of free space in a writable folder; none of "
+                            f"{', '.join(str(c.parent) for c in candidates)} has it. Set TUNEBOOK_CACHE to a folder "
+                            "on a disk with room (or free space) and run again")
     if progress:
-            progress(f"InternLM2 checkpoint: converting it once to the Llama layout at {target} (no remote code needed)")
+        progress(f"InternLM2 checkpoint: converting it once to the Llama layout at {target} (no remote code "
+                 "needed; later loads reuse it)")
     try:
         return convert_internlm2_to_llama(model_dir, target, overwrite=True, progress=progress, _key=key)
     except OSError:

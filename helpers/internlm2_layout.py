@@ -9,6 +9,11 @@ bias -> attention_bias (q/k/v/o); InternLM2's MLP never has a bias, so mlp_bias 
 head_dim = hidden_size // num_attention_heads as in InternLM2. attn_implementation and pretraining_tp are not model
 properties (dropped). Anything else is refused with the field's name.
 
+Rope: dynamic NTK computes the base from the current length in both implementations, so a single forward and a
+generation (with or without KV cache) match InternLM2's remote code (tests check past max_position_embeddings).
+One difference remains by design of transformers: after a call longer than max_position_embeddings, a later call
+shorter than it goes back to the original base in transformers, while InternLM2's remote code keeps the grown one.
+
 Tensors: model.tok_embeddings -> model.embed_tokens; layers.N.attention.wqkv -> self_attn.q/k/v_proj (split, see
 split_wqkv); attention.wo -> self_attn.o_proj; feed_forward.w1/w3/w2 -> mlp.gate/up/down_proj; attention_norm ->
 input_layernorm; ffn_norm -> post_attention_layernorm; model.norm -> model.norm; output -> lm_head.
@@ -226,7 +231,8 @@ class LlamaToInternLM2:
             elif sub in self.layer:
                 out[f"model.layers.{match.group(1)}.{self.layer[sub]}.{param}"] = tensor
             elif not name.endswith("rotary_emb.inv_freq"):
-                raise UnsupportedCheckpointError(f"unexpected tensor {name!r} in a Llama checkpoint")
+                raise UnsupportedCheckpointError(f"unexpected tensor {name!r} in a Llama checkpoint (quantized? "
+                                                 "export the merged full-precision model)")
         return out
 
     def finish(self) -> dict:

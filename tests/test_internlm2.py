@@ -280,6 +280,15 @@ def test_round_trip_is_bit_exact_bf16(sp_model, tmp_path):
     assert (llama_a / "tokenizer.json").read_bytes() == (llama_c / "tokenizer.json").read_bytes()
 
 
+def test_export_finds_the_recorded_original(internlm2_dir, converted, tmp_path):
+    from helpers.internlm2 import export_internlm2
+    out = export_internlm2(converted, tmp_path / "back", progress=None)  # no original given: the marker's source
+    src = internlm2_dir[0]
+    assert json.loads((out / "config.json").read_text()) == json.loads((src / "config.json").read_text())
+    assert (out / "tokenizer.model").read_bytes() == (src / "tokenizer.model").read_bytes()
+    assert not (out / "tokenizer.json").exists()
+
+
 def test_plain_llama_round_trip_with_split_shards(tmp_path):
     """A Llama saved by transformers in many small shards (q/k/v of a layer land in different files)."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -313,6 +322,8 @@ def test_ensure_llama_layout_converts_once_and_loads_without_remote_code(internl
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert type(model).__name__ == "LlamaForCausalLM"
+    module_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    assert set(internlm2.internlm2_lora_targets()) <= module_names
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert im_end == json.loads((src / "config.json").read_text())["vocab_size"] - 2
     assert GenerationConfig.from_pretrained(out).eos_token_id == [2, im_end]
@@ -340,6 +351,30 @@ def test_ensure_llama_layout_uses_cache_dir_for_hub_snapshots(internlm2_dir, tmp
     out = ensure_llama_layout(snapshot, progress=None)
     assert out.parent == tmp_path / "cache" / "converted" and (out / "config.json").is_file()
     assert list(snapshot.parent.iterdir()) == [snapshot]
+
+
+def test_ensure_llama_layout_falls_back_to_the_cache_and_names_missing_space(internlm2_dir, tmp_path,
+                                                                           monkeypatch):
+    import shutil
+    from collections import namedtuple
+    import helpers.internlm2 as internlm2
+    from helpers.errors import TunebookError
+    src = tmp_path / "share" / "internlm2-chat-tiny"
+    shutil.copytree(internlm2_dir[0], src)
+    monkeypatch.setenv("TUNEBOOK_CACHE", str(tmp_path / "cache"))
+    usage = namedtuple("usage", "total used free")
+    full = {src.parent}
+    monkeypatch.setattr(internlm2.shutil, "disk_usage",
+                        lambda path: usage(10**12, 10**12, 0 if Path(path) in full else 10**12))
+    out = internlm2.ensure_llama_layout(src, progress=None)  # the share is full: the cache gets it
+    assert out.parent == tmp_path / "cache" / "converted"
+    shutil.rmtree(out)
+    full.add(out.parent)
+    with pytest.raises(TunebookError, match="free space.*TUNEBOOK_CACHE"):
+        internlm2.ensure_llama_layout(src, progress=None)
+    with pytest.raises(TunebookError, match="needs .* GB of free space"):
+        internlm2.convert_internlm2_to_llama(src, src.parent / "out", progress=None)
+    assert sorted(p.name for p in src.parent.iterdir()) == ["internlm2-chat-tiny"]
 
 
 def test_cli_both_directions(internlm2_dir, tmp_path, capsys):
