@@ -1,7 +1,7 @@
 """SentencePiece `tokenizer.model` (+ its tokenizer_config.json) -> a fast `tokenizer.json` that transformers loads
 without remote code and that gives the ids the checkpoint's own slow tokenizer gives.
 
-The reference is InternLM2's `InternLM2Tokenizer` (a copy of transformers 4.x's slow LlamaTokenizer): split the text
+The reference is InternLM2's `InternLM2Tokenizer` (modified from transformers 4.x's slow LlamaTokenizer): split the text
 on the added tokens of tokenizer_config.json, `sp.encode` each text segment (so every segment gets its own dummy
 prefix when the model has one), BOS first. InternLM2 renames SentencePiece pieces in its config
 (`[UNUSED_TOKEN_145]` at 92542 becomes `<|im_end|>`), and the SentencePiece model still matches the old spelling as a
@@ -202,6 +202,7 @@ def write_fast_tokenizer(src_dir: str | Path, dst_dir: str | Path, chat_template
 
     The result is checked against SentencePiece on a mixed Chinese/English/whitespace/chat probe before it is
     written; a model whose ids would differ raises TokenizerConversionError instead of training on wrong ids.
+    `dst_dir` is meant to be a folder being built under helpers.io.atomic_dir (as the checkpoint conversion does).
     Returns the tokenizer_config written.
     """
     import sentencepiece as spm
