@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("helpers.check_data:main", "validate a dataset file and show tokens, masks and packing"),
     "make-tiny-model": ("helpers.tiny:main", "build the offline tiny tokenizer + Llama model used by tests/CPU demo"),
     "train": ("helpers.training:main", "train or resume from a YAML / XTuner .py config (torchrun-compatible)"),
+    "convert": ("helpers.internlm2:main", "convert InternLM2 <-> Llama checkpoints (no remote code)"),
     "run-all": ("helpers.main_job:main", "the main job: run the notebooks end to end (README quick start)"),
 }
 
