@@ -241,7 +241,9 @@ def apply_lora(model, settings: LoraSettings = LoraSettings()):
 def lora_targets(peft_model) -> list[str]:
     """The module names LoRA was attached to (after 'all-linear' expansion)."""
     config = peft_model.peft_config["default"]
-    return sorted(config.target_modules) if not isinstance(config.target_modules, str) else [config.target_modules]
+    if isinstance(config.target_modules, str):
+        return [config.target_modules]
+    return sorted({name.split(".")[-1] for name in config.target_modules})  # peft may expand to full paths
 
 
 def trainable_parameters(model) -> tuple[int, int]:

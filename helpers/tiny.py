@@ -94,6 +94,11 @@ def build_model(tokenizer, config: TinyConfig = TinyConfig()):
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(config.seed)
     model = LlamaForCausalLM(model_config)
+    # With the usual 0.02 init the frozen head caps every logit near +-2.6 (row norm 0.23 x unit-RMS hidden state),
+    # so LoRA, which leaves the head frozen, could never make any token likely (loss floor ~3.6). Pretrained
+    # heads have row norms around 1-2: give the random one that scale.
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0.0, 1.5 / config.hidden_size ** 0.5)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")])

@@ -98,7 +98,10 @@ class TrainConfig:
             raise ConfigError(f"batching: unknown {self.batching!r}; choose auto or one of {', '.join(STRATEGIES)}")
         if self.mode == "qlora":
             from helpers.models import require_bitsandbytes
-            require_bitsandbytes()
+            try:
+                require_bitsandbytes()
+            except TunebookError as err:
+                raise ConfigError(f"mode: {err}") from None
         if self.deepspeed and self.deepspeed not in ("zero2", "zero3") and not Path(self.deepspeed).is_file():
             raise ConfigError(f"deepspeed: {self.deepspeed} is neither zero2, zero3 nor a JSON file")
 

@@ -124,6 +124,8 @@ class ChatSamples(TrainerCallback):
             self._run(model, 0, "before training", max_new_tokens=min(50, self.sampling.max_new_tokens))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step >= state.max_steps:
+            return  # the last step's samples are the "after training" ones
         if state.is_world_process_zero and (state.global_step % self.every == 0 or control.should_save):
             self._run(model, state.global_step, "checkpoint" if control.should_save else "every evaluation_freq")
 
@@ -156,7 +158,11 @@ def choose_optimizer(config: TrainConfig, device: str) -> str:
     if config.deepspeed:
         return "adamw_torch"  # DeepSpeed brings its own optimizer handling
     import importlib.util
-    return "paged_adamw_32bit" if importlib.util.find_spec("bitsandbytes") else "adamw_torch"
+    # Paged AdamW keeps optimizer state in unified memory that can spill to the host under GPU memory pressure;
+    # bitsandbytes pages only on CUDA (on CPU it warns and falls back), so CPU uses torch's AdamW.
+    if device == "cuda" and importlib.util.find_spec("bitsandbytes"):
+        return "paged_adamw_32bit"
+    return "adamw_torch"
 
 
 def training_arguments(config: TrainConfig, device: str, dtype, optim: str):
@@ -178,7 +184,6 @@ def training_arguments(config: TrainConfig, device: str, dtype, optim: str):
         save_total_limit=None if config.save_total_limit < 0 else config.save_total_limit,
         train_sampling_strategy="sequential", remove_unused_columns=False, report_to="none", disable_tqdm=True,
         dataloader_num_workers=config.dataloader_num_workers, ddp_find_unused_parameters=False,
-        gradient_checkpointing=False,  # set up by helpers.models.load_model (non-reentrant, DDP-safe)
         deepspeed=deepspeed)
 
 
