@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("helpers.check_data:main", "validate a dataset file and show tokens, masks and packing"),
     "make-tiny-model": ("helpers.tiny:main", "build the offline tiny tokenizer + Llama model used by tests/CPU demo"),
     "run-all": ("helpers.main_job:main", "the main job: run the notebooks end to end (README quick start)"),
+    "env": ("helpers.env:main", "check Python, packages, GPU/CUDA, bitsandbytes, disk and model sources"),
 }
 
 
@@ -26,6 +27,10 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from helpers.shadow import cwd_shadow_warning
+    warning = cwd_shadow_warning(sys_path0=sys.path[0] if sys.path else None)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
