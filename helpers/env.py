@@ -235,9 +235,13 @@ def run_checks(deepspeed: bool = False, model: str | None = None, probe_network:
         {d: installed_version(d) for d in ("widgetsnbextension", "jupyterlab_widgets")}))
     checks += _guarded("helpers import", check_helpers_import)
 
-    facts: dict = {"torch_cuda": None, "available": False, "gpus": [], "driver": None}
+    facts: dict = {"torch": installed_version("torch") is not None, "torch_cuda": None, "available": False,
+                   "gpus": [], "driver": None}
+    no_torch = "torch is not installed (see the torch line)"
 
     def gpu():
+        if not facts["torch"]:
+            return [Check("GPU", WARN, f"not checked: {no_torch}")]
         facts["torch_cuda"], facts["available"], facts["gpus"], facts["driver"] = torch_facts()
         return [check_gpu(facts["gpus"], facts["available"], plat), check_bf16(facts["gpus"])]
 
@@ -246,7 +250,7 @@ def run_checks(deepspeed: bool = False, model: str | None = None, probe_network:
         output = run_tool([smi]) if smi else None
         version = re.search(r"Driver Version:\s*([\d.]+)", output or "")
         return check_driver(parse_smi_cuda(output) or facts["driver"], facts["torch_cuda"], facts["available"],
-                            plat, version.group(1) if version else None)
+                            plat, version.group(1) if version else None, torch_installed=facts["torch"])
 
     def toolkit():
         nvcc = find_nvcc(env)
@@ -256,6 +260,8 @@ def run_checks(deepspeed: bool = False, model: str | None = None, probe_network:
                                 nvcc_path=shutil.which("nvcc", path=env.get("PATH")))]
 
     def bnb():
+        if not facts["torch"]:
+            return Check("bitsandbytes 4-bit", WARN, f"not tested: {no_torch}")
         device = "cuda" if facts["available"] else "cpu"
         try:
             errors, notes = probe_bitsandbytes(device)

@@ -146,8 +146,10 @@ def check_widgets(ipywidgets_requires: list[str] | None, installed: dict[str, st
     `HBox(...)` text instead of progress bars (notebooks.md problem 13)."""
     from packaging.requirements import Requirement
     from packaging.version import Version
+    if ipywidgets_requires is None:
+        return Check("jupyter widgets", OK, "not checked: ipywidgets is not installed (see its line)")
     bad = []
-    for text in ipywidgets_requires or []:
+    for text in ipywidgets_requires:
         req = Requirement(text)
         if req.name not in ("widgetsnbextension", "jupyterlab_widgets") or req.marker is not None:
             continue
@@ -183,11 +185,17 @@ def check_bf16(gpus: list[GpuInfo]) -> Check:
 
 
 def check_driver(driver_cuda: tuple[int, int] | None, torch_cuda: str | None, cuda_available: bool,
-                 platform: Platform, driver_version: str | None = None) -> Check:
+                 platform: Platform, driver_version: str | None = None, torch_installed: bool = True) -> Check:
     """torch's CUDA runtime vs the newest CUDA the driver supports (nvidia-smi 'CUDA Version')."""
     torch_pair = parse_torch_cuda(torch_cuda)
     driver_text = (f"driver {driver_version}, " if driver_version else "driver ") + (
         f"CUDA {mm(driver_cuda)}" if driver_cuda else "CUDA version unknown")
+    if not torch_installed:  # the torch line FAILs already; the driver still says which build to install
+        if driver_cuda is None:
+            return Check("CUDA driver", OK, "no NVIDIA driver found; torch is not installed")
+        index = torch_index_for(driver_cuda)
+        return Check("CUDA driver", WARN, f"{driver_text}; torch is not installed",
+                     f"pip install torch --index-url {index}" if index else "update the NVIDIA driver")
     if torch_pair is None:
         if driver_cuda is None:
             return Check("CUDA driver", OK, "no NVIDIA driver found and torch is a CPU build (consistent)")

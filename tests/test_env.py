@@ -380,3 +380,20 @@ def test_env_command_exits_1_when_the_chosen_model_cannot_be_found(run_cli, tmp_
     code, out, _ = run_cli("env", "--no-network", "--model", tmp_path / "missing-model")
     assert code == 1
     assert f"FAIL  model source        model folder {tmp_path / 'missing-model'} not found" in out
+
+
+def test_without_torch_the_driver_still_names_the_build_to_install():
+    check = check_driver((13, 0), None, False, Platform("linux"), "580.159.04", torch_installed=False)
+    assert check == Check("CUDA driver", WARN, "driver 580.159.04, CUDA 13.0; torch is not installed",
+                          "pip install torch --index-url https://download.pytorch.org/whl/cu130")
+    assert check_widgets(None, {}).detail == "not checked: ipywidgets is not installed (see its line)"
+
+
+def test_run_checks_without_torch_reports_instead_of_crashing(monkeypatch):
+    import helpers.env as env
+    real = env.installed_version
+    monkeypatch.setattr(env, "installed_version", lambda dist: None if dist == "torch" else real(dist))
+    checks = {c.name: c for c in env.run_checks(probe_network=False)}
+    assert checks["torch"].status == FAIL
+    assert checks["GPU"] == Check("GPU", WARN, "not checked: torch is not installed (see the torch line)")
+    assert checks["bitsandbytes 4-bit"].detail == "not tested: torch is not installed (see the torch line)"
