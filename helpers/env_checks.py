@@ -240,7 +240,7 @@ def check_nvcc(nvcc_output: str | None, torch_cuda: str | None, *, deepspeed: bo
             return Check("nvcc", FAIL, "nvcc not found: DeepSpeed compiles its CUDA ops with nvcc ('CUDA_HOME does "
                          "not exist' / '.../bin/nvcc not found')", fix)
         if torch_pair is None:
-            return Check("nvcc", OK, "not found; not needed (torch is a CPU build)")
+            return Check("nvcc", OK, "not found; not needed (torch is not a CUDA build)")
         return Check("nvcc", WARN, f"not found: the CUDA runtime is there (torch uses CUDA {torch_cuda}) but the CUDA "
                      f"toolkit is not. {NVCC_NOT_NEEDED}", "only for DeepSpeed/flash-attn: " + fix)
     release = parse_nvcc_release(nvcc_output)
@@ -249,7 +249,7 @@ def check_nvcc(nvcc_output: str | None, torch_cuda: str | None, *, deepspeed: bo
         return Check("nvcc", WARN, f"cannot read the version from `nvcc --version`: {nvcc_output.strip()[-80:]!r}",
                      fix)
     if torch_pair is None:
-        return Check("nvcc", OK, f"CUDA {mm(release)}{where} (unused: torch is a CPU build)")
+        return Check("nvcc", OK, f"CUDA {mm(release)}{where} (unused: torch is not a CUDA build)")
     if release[0] != torch_pair[0]:
         # torch.utils.cpp_extension refuses to build when the majors differ (and only warns on minor differences).
         detail = (f"CUDA {mm(release)}{where} but torch is built for CUDA {torch_cuda}: extensions built with it fail "
@@ -271,7 +271,7 @@ def check_cuda_home(cuda_home: str | None, torch_cuda: str | None, *, nvcc_path:
         if nvcc_path:
             return Check("CUDA_HOME", OK, f"unset; extension builds use the nvcc on PATH ({nvcc_path})")
         if torch_pair is None and not deepspeed:
-            return Check("CUDA_HOME", OK, "unset; not needed (torch is a CPU build)")
+            return Check("CUDA_HOME", OK, "unset; not needed (torch is not a CUDA build)")
         return Check("CUDA_HOME", bad, "unset and no nvcc on PATH" + ("" if deepspeed else f". {NVCC_NOT_NEEDED}"),
                      fix if deepspeed else "only for DeepSpeed/flash-attn: " + fix)
     home = Path(cuda_home).expanduser()

@@ -70,7 +70,7 @@ def test_nvcc_matching_minor_difference_cpu_torch_and_garbage():
     assert check_nvcc(NVCC_12_1, "12.4").detail == "CUDA 12.1, torch CUDA 12.4 (minor versions differ: extension " \
                                                    "builds only warn)"
     assert check_nvcc(NVCC_12_1, "12.4").status == OK
-    assert check_nvcc(None, None) == Check("nvcc", OK, "not found; not needed (torch is a CPU build)")
+    assert check_nvcc(None, None) == Check("nvcc", OK, "not found; not needed (torch is not a CUDA build)")
     assert check_nvcc("nvcc: command crashed", "12.1").status == WARN
 
 
