@@ -4,9 +4,10 @@ can hold it. Probes are small and injectable: tests pass a fake opener and temp 
 from __future__ import annotations
 
 import os
+import threading
+import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,11 +117,21 @@ def hub_urls(model: str, environ: dict) -> dict[str, str]:
 
 
 def probe_hubs(model: str, environ: dict, timeout: float = PROBE_TIMEOUT_S, opener=_urlopen) -> list[HubProbe]:
-    """All hubs at once in threads, so the whole probe takes at most `timeout` (plus DNS)."""
+    """All hubs at once, each in a daemon thread, and no waiting past `timeout` (+0.5 s): urllib's timeout does not
+    bound the DNS lookup, and a hung lookup must neither stall the check nor keep the interpreter from exiting."""
     urls = hub_urls(model, environ)
-    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
-        futures = [pool.submit(probe_url, hub, url, timeout, opener) for hub, url in urls.items()]
-        return [f.result() for f in futures]
+    results: dict[str, HubProbe] = {}
+
+    def probe(hub: str, url: str) -> None:
+        results[hub] = probe_url(hub, url, timeout, opener)
+
+    threads = [threading.Thread(target=probe, args=item, daemon=True) for item in urls.items()]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout + 0.5
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [results.get(hub, HubProbe(hub, False, f"no answer within {timeout:g} s")) for hub in urls]
 
 
 def offline(environ: dict) -> bool:

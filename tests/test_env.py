@@ -261,6 +261,13 @@ def test_hub_probes_respect_hf_endpoint_use_head_and_run_in_parallel():
                             ("HEAD", "https://www.modelscope.cn/api/v1/models/Shanghai_AI_Laboratory/internlm2-chat-1_8b",
                              3.0)]
     assert all(p.ok for p in probes)
+    def hangs_on_modelscope(req, t):
+        time.sleep(10 if "modelscope" in req.full_url else 0)
+        return FakeResponse(200)
+    start = time.perf_counter()
+    probes = probe_hubs("internlm2-chat-1_8b", {}, timeout=0.5, opener=hangs_on_modelscope)
+    assert time.perf_counter() - start < 2.0          # a hung lookup is cut off, not waited for
+    assert [(p.ok, p.detail) for p in probes] == [(True, "HTTP 200"), (False, "no answer within 0.5 s")]
     assert list(hub_urls("internlm2-chat-1_8b", {})) == ["Hugging Face (https://huggingface.co)",
                                                           "ModelScope (https://www.modelscope.cn)"]
 
@@ -397,3 +404,20 @@ def test_run_checks_without_torch_reports_instead_of_crashing(monkeypatch):
     assert checks["torch"].status == FAIL
     assert checks["GPU"] == Check("GPU", WARN, "not checked: torch is not installed (see the torch line)")
     assert checks["bitsandbytes 4-bit"].detail == "not tested: torch is not installed (see the torch line)"
+
+
+def test_hub_probe_with_real_urllib_against_a_local_server(tmp_path):
+    import functools
+    import http.server
+    import threading
+    (tmp_path / "api").mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert probe_url("local", f"{base}/api/") == HubProbe("local", True, "HTTP 200")
+        assert probe_url("local", f"{base}/nope") == HubProbe("local", False, "HTTP 404: model not found")
+    finally:
+        server.shutdown()
+        server.server_close()
