@@ -22,7 +22,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from helpers.env_checks import (DEFAULT_MODEL, FAIL, OK, WARN, Check, GpuInfo, Platform, check_bf16, check_bitsandbytes_result,
+from helpers.env_checks import (DEFAULT_MODEL, FAIL, OK, TORCH_SELECTOR, WARN, Check, GpuInfo, Platform, check_bf16, check_bitsandbytes_result,
                                 check_cuda_home, check_driver, check_gpu, check_mkl, check_nvcc, check_package,
                                 check_python, check_widgets, parse_smi_cuda)
 from helpers.env_sources import check_disk, disk_places, model_size, model_source_check
@@ -242,6 +242,13 @@ def run_checks(deepspeed: bool = False, model: str | None = None, probe_network:
     def gpu():
         if not facts["torch"]:
             return [Check("GPU", WARN, f"not checked: {no_torch}")]
+        try:
+            import torch
+        except Exception as err:  # noqa: BLE001 - a broken torch install (missing libs, ABI) is the finding
+            facts["torch"] = False
+            return [Check("GPU", FAIL, f"import torch failed: {type(err).__name__}: {str(err)[:300]}",
+                          "reinstall torch for this platform (" + TORCH_SELECTOR + "), then restart the kernel")]
+        facts["torch_cuda"] = torch.version.cuda   # known even if CUDA initialisation below fails
         facts["torch_cuda"], facts["available"], facts["gpus"], facts["driver"] = torch_facts()
         return [check_gpu(facts["gpus"], facts["available"], plat), check_bf16(facts["gpus"])]
 
