@@ -23,8 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from helpers.env_checks import (DEFAULT_MODEL, FAIL, OK, TORCH_SELECTOR, WARN, Check, GpuInfo, Platform,
-                                check_bf16, check_bitsandbytes_result, check_cuda_home, check_driver, check_gpu, check_mkl, check_nvcc, check_package,
-                                check_python, check_widgets, parse_smi_cuda)
+                                check_bf16, check_bitsandbytes_result, check_cuda_home, check_driver, check_gpu,
+                                check_mkl, check_nvcc, check_package, check_python, check_widgets, parse_smi_cuda)
 from helpers.env_sources import check_disk, disk_places, model_size, model_source_check
 from helpers.shadow import NOTEBOOK_IMPORT_CHECK, SHADOW_MESSAGE, check_helpers_import  # noqa: F401 (re-exported)
 
