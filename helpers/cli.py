@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("helpers.training:main", "train or resume from a YAML / XTuner .py config (torchrun-compatible)"),
     "convert": ("helpers.internlm2:main", "convert InternLM2 <-> Llama checkpoints (no remote code)"),
     "run-all": ("helpers.main_job:main", "the main job: run the notebooks end to end (README quick start)"),
+    "env": ("helpers.env:main", "check Python, packages, GPU/CUDA, bitsandbytes, disk and model sources"),
 }
 
 
@@ -28,6 +29,10 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from helpers.shadow import cwd_shadow_warning
+    warning = cwd_shadow_warning(sys_path0=sys.path[0] if sys.path else None)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
