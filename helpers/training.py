@@ -225,6 +225,8 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
     train_set = training_data.dataset(data.samples, plan, config.seed)
 
     dtype = compute_dtype(config.dtype)
+    from transformers import set_seed
+    set_seed(config.seed)  # LoRA's A matrices are drawn when the adapter is attached, before the Trainer seeds
     model = load_model(loaded_path, config.mode, config.dtype, trust_remote_code=config.trust_remote_code,
                        gradient_checkpointing=config.gradient_checkpointing,
                        device_map=None if world_size == 1 and not config.deepspeed else _ddp_device_map())

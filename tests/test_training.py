@@ -154,14 +154,21 @@ def test_half_written_checkpoint_is_ignored(tiny_model_dir, persona_file, tmp_pa
 
 # ---- data parallel --------------------------------------------------------------------------------------------
 
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"],
+    "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                   str(ROOT / "helpers" / "assets" / "accelerate" / "multi_cpu.yaml"), "--main_process_port", "29518"],
+}
+
+
 @pytest.mark.slow
-def test_two_processes_match_one_with_the_same_global_batch(tiny_model_dir, persona_file, tmp_path):
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_two_processes_match_one_with_the_same_global_batch(tiny_model_dir, persona_file, tmp_path, launcher):
     single = tiny_config(tiny_model_dir, persona_file, tmp_path / "single", accumulative_counts=2, max_steps=6,
                          save_steps=100, lora_dropout=0.0)
     ddp = tiny_config(tiny_model_dir, persona_file, tmp_path / "ddp", accumulative_counts=1, max_steps=6,
                       save_steps=100, lora_dropout=0.0)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
-    out_ddp = run_cli(ddp, tmp_path, "ddp", launcher=launcher).communicate()[0]
+    out_ddp = run_cli(ddp, tmp_path, "ddp", launcher=LAUNCHERS[launcher]).communicate()[0]
     assert (tmp_path / "ddp" / "adapter").exists(), out_ddp
     process = run_cli(single, tmp_path, "single")
     assert process.wait() == 0, process.stdout.read()
@@ -172,6 +179,27 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_model_dir, pers
     assert len(single_loss) == len(ddp_loss) == 6
     assert single_loss == pytest.approx(ddp_loss, rel=2e-3)
     assert_same_adapter(tmp_path / "single" / "adapter", tmp_path / "ddp" / "adapter", atol=1e-4)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_on_cpu_matches_plain_training(tiny_model_dir, persona_file, tmp_path):
+    """DeepSpeed's CPU accelerator runs ZeRO-2 in fp32 on one rank; the loss curve equals the plain run's."""
+    import deepspeed  # noqa: F401  (in the [test] extra: a missing DeepSpeed is a failure here, not a skip)
+    plain = tiny_config(tiny_model_dir, persona_file, tmp_path / "plain", accumulative_counts=2, max_steps=4,
+                        save_steps=2, lora_dropout=0.0, warmup_ratio=0.0)
+    zero2 = tiny_config(tiny_model_dir, persona_file, tmp_path / "zero2", accumulative_counts=2, max_steps=4,
+                        save_steps=2, lora_dropout=0.0, warmup_ratio=0.0, deepspeed="zero2")
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29519"}
+    process = run_cli(zero2, tmp_path, "zero2", extra_env=env)
+    out = process.communicate()[0]
+    assert process.returncode == 0, out
+    assert (tmp_path / "zero2" / "checkpoint-2" / "global_step2").is_dir()  # a DeepSpeed checkpoint
+    assert (tmp_path / "zero2" / "adapter" / "adapter_model.safetensors").is_file()
+    reference = run_cli(plain, tmp_path, "plain")
+    assert reference.wait() == 0, reference.stdout.read()
+    losses = [[json.loads(l)["loss"] for l in (tmp_path / name / "loss.jsonl").read_text().splitlines()]
+              for name in ("plain", "zero2")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
 # ---- configs --------------------------------------------------------------------------------------------------

@@ -1,0 +1,107 @@
+"""Model resolution and loading: share layouts, clear failures, InternLM2 through the converter, remote-code warning."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.models import ModelNotFound, compute_dtype, resolve_model, warn_remote_code
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_resolution_order_local_then_share(tmp_path, monkeypatch, tiny_model_dir):
+    assert resolve_model(tiny_model_dir) == tiny_model_dir
+    share = tmp_path / "share" / "Shanghai_AI_Laboratory"
+    (share / "internlm2-chat-1_8b").mkdir(parents=True)
+    (share / "internlm2-chat-1_8b" / "config.json").write_text("{}")
+    monkeypatch.setenv("TUNEBOOK_SHARE_ROOTS", str(share))
+    # a learner's name, the hub id and the ModelScope id all find the InternStudio copy
+    for name in ("internlm2-chat-1_8b", "internlm/internlm2-chat-1_8b", "Shanghai_AI_Laboratory/internlm2-chat-1_8b"):
+        assert resolve_model(name) == share / "internlm2-chat-1_8b"
+
+
+def test_not_found_lists_every_place_tried(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEBOOK_SHARE_ROOTS", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFound) as info:
+        resolve_model("internlm2-chat-7b")
+    message = str(info.value)
+    assert "local path internlm2-chat-7b: does not exist" in message
+    assert f"InternStudio share {tmp_path / 'nowhere' / 'internlm2-chat-7b'}: not there" in message
+    assert "Hugging Face hub internlm/internlm2-chat-7b:" in message
+    assert "ModelScope Shanghai_AI_Laboratory/internlm2-chat-7b:" in message
+    assert "HF_ENDPOINT" in message
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFound, match="has no config.json"):
+        resolve_model(tmp_path / "empty")
+
+
+def test_compute_dtype_on_cpu_is_fp32():
+    import torch
+    assert compute_dtype("auto") == torch.float32
+    assert compute_dtype("bf16") == torch.bfloat16
+    with pytest.raises(Exception, match="unknown dtype"):
+        compute_dtype("fp8")
+
+
+def test_remote_code_warning_names_the_files(tmp_path, capsys):
+    (tmp_path / "modeling_internlm2.py").write_text("")
+    (tmp_path / "tokenization_internlm2.py").write_text("")
+    warn_remote_code(tmp_path)
+    out = capsys.readouterr().out
+    assert "trust_remote_code=True runs Python code" in out
+    assert "modeling_internlm2.py, tokenization_internlm2.py" in out
+
+
+def test_input_gradients_stay_exact_after_an_eval_forward(tiny_model_dir):
+    """bitsandbytes repacks NF4 weights for CPU inference on the first eval forward; afterwards training forwards
+    must still give exact input gradients (helpers.models.keep_4bit_trainable)."""
+    import bitsandbytes as bnb
+    import torch
+
+    from helpers.models import load_model
+    model = load_model(tiny_model_dir, "qlora")
+    model.eval()
+    with torch.no_grad():
+        model(torch.tensor([[1, 5, 7, 9]]))
+    model.train()
+    layer = model.model.layers[0].mlp.down_proj
+    assert isinstance(layer, bnb.nn.Linear4bit)
+    weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+    x = torch.randn(2, 3, layer.in_features, requires_grad=True)
+    layer(x).pow(2).sum().backward()
+    expected = x.detach().clone().requires_grad_(True)
+    (expected @ weight.t()).pow(2).sum().backward()
+    torch.testing.assert_close(x.grad, expected.grad, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_qlora_trains_an_internlm2_checkpoint_without_remote_code(tmp_path):
+    """The loader converts an InternLM2-layout folder to Llama once, then QLoRA runs end to end on CPU."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _internlm2_fakes import train_sp_model, write_internlm2_checkpoint
+
+    from helpers.train_config import from_dict
+    from helpers.training import train
+
+    (tmp_path / "sp").mkdir()
+    sp = train_sp_model(tmp_path / "sp" / "tokenizer.model", add_dummy_prefix=True)
+    source = tmp_path / "internlm2-chat-tiny"
+    write_internlm2_checkpoint(source, sp, intermediate_size=256)
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps({"conversation": [{"input": "请介绍一下你自己", "output": "我是小助手"}]},
+                                         ensure_ascii=False) for _ in range(8)) + "\n", encoding="utf-8")
+    config = from_dict(dict(model=str(source), data_path=str(data), output_dir=str(tmp_path / "run"), max_length=128,
+                            accumulative_counts=1, max_steps=3, save_steps=100, evaluation_inputs=["请介绍一下你自己"],
+                            evaluation_max_new_tokens=4, logging_steps=1))
+    result = train(config, notebook=False)
+    record = result.record
+    assert record["base_model"]["path"] == str(source)
+    assert record["base_model"]["loaded_path"] != str(source)
+    assert json.loads((Path(record["base_model"]["loaded_path"]) / "config.json").read_text())["model_type"] == "llama"
+    assert record["lora"]["target_modules"] == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
+                                                "v_proj"]
+    assert len(result.losses) == 3 and len(result.samples) == 2
