@@ -269,3 +269,75 @@ class LoadedModel:
     path: Path                     # where it was found
     loaded_path: Path              # what was loaded (the converted copy for InternLM2)
     extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- inference
+
+@dataclass
+class InferenceModel:
+    model: object
+    tokenizer: object
+    template: str                 # what the model was trained with (tunebook.json), else the caller's choice
+    system: str
+    base_path: Path
+    adapter_path: Path | None = None
+    record: dict = field(default_factory=dict)
+
+
+def is_adapter_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_for_inference(model: str | os.PathLike, adapter: str | os.PathLike | None = None, bits: int | None = None,
+                       dtype: str = "auto", template: str | None = None, system: str | None = None,
+                       trust_remote_code: bool = False, device_map=None) -> InferenceModel:
+    """A merged/base model folder, or base + adapter (or an adapter folder alone: its base comes from tunebook.json).
+
+    Template and system prompt default to the training record, so chat and evaluation format prompts exactly as
+    training did. bits=4 loads the base in NF4, bits=8 in LLM.int8, None in `dtype`.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from helpers.encoding import load_tokenizer
+    from helpers.record import read_record
+
+    if adapter is None and is_adapter_dir(model):
+        model, adapter = None, model
+    record = read_record(adapter) if adapter is not None else read_record(model) if model is not None else None
+    record = record or {}
+    if model is None:
+        if not record.get("base_model"):
+            raise TunebookError(f"{adapter} has no tunebook.json naming its base model: pass the base model too")
+        model = record["base_model"]["path"]
+    base_path = resolve_model(model)
+    loaded = prepare_checkpoint(base_path, trust_remote_code)
+    if adapter is not None and record.get("base_model", {}).get("config_hash") not in (None, config_hash(loaded)):
+        raise TunebookError(f"adapter {adapter} was trained on a different base model ({record['base_model']['name']}, "
+                            f"config hash {record['base_model']['config_hash']}) than {base_path} "
+                            f"(config hash {config_hash(loaded)}); pass the base it was trained on")
+    kwargs = dict(trust_remote_code=trust_remote_code, dtype=compute_dtype(dtype))
+    if bits == 4:
+        require_bitsandbytes()
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_use_double_quant=True,
+                                                           bnb_4bit_compute_dtype=compute_dtype(dtype))
+    elif bits == 8:
+        require_bitsandbytes()
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    elif bits is not None:
+        raise TunebookError(f"bits must be 4, 8 or unset, got {bits}")
+    if device_map is None:
+        device_map = {"": 0} if torch.cuda.is_available() else "cpu"
+    quiet_bitsandbytes_kernel_warning()
+    net = AutoModelForCausalLM.from_pretrained(str(loaded), device_map=device_map, **kwargs)
+    tokenizer = load_tokenizer(adapter if adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
+                               else loaded, trust_remote_code=trust_remote_code)
+    if adapter is not None:
+        from peft import PeftModel
+        net = PeftModel.from_pretrained(net, str(adapter))
+    net.eval()
+    trained_template = record.get("template", {}).get("name")
+    return InferenceModel(net, tokenizer, template or trained_template or "internlm2_chat",
+                          record.get("system", "") if system is None else system, base_path,
+                          Path(adapter) if adapter is not None else None, record)
