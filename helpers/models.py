@@ -175,11 +175,14 @@ def load_model(path: str | os.PathLike, mode: str = "qlora", dtype: str = "auto"
     model.config.use_cache = False  # training: no KV cache (it would also break packed-sample isolation)
     if mode == "qlora":
         keep_4bit_trainable(model)
-        from peft import prepare_model_for_kbit_training
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})  # reentrant fails under DDP (DESIGN.md)
-    elif gradient_checkpointing:
+    # Not peft.prepare_model_for_kbit_training: it casts every non-quantized weight to fp32, the 92k-vocabulary
+    # embedding and head included (+1.5 GB on a 7B model), for no benefit to LoRA on a frozen base (autocast
+    # computes in the compute dtype; LoRA weights are created in fp32 by peft anyway).
+    for param in model.parameters():
+        param.requires_grad = mode == "full"
+    if gradient_checkpointing:
+        # Non-reentrant (reentrant checkpointing fails under DDP, DESIGN.md); inputs need grads so that
+        # checkpointed segments behind the frozen embedding still backpropagate into the LoRA weights.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return model

@@ -230,6 +230,9 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
     model = load_model(loaded_path, config.mode, config.dtype, trust_remote_code=config.trust_remote_code,
                        gradient_checkpointing=config.gradient_checkpointing,
                        device_map=None if world_size == 1 and not config.deepspeed else _ddp_device_map())
+    if config.loss_chunk > 0:
+        from helpers.chunked_loss import use_chunked_loss
+        use_chunked_loss(model, config.loss_chunk)
     if config.mode != "full":
         targets = config.lora_target_modules
         model = apply_lora(model, LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout,
@@ -255,6 +258,7 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
                      "world_size": world_size, "micro_batches_per_epoch": len(plan.micro_batches),
                      **{k: v for k, v in plan.summary().items() if k in ("efficiency", "trained_share")}},
         "training": {"optim": optim, "dtype": str(dtype).replace("torch.", ""), "lr": config.lr,
+                     "loss_chunk": config.loss_chunk,
                      "device": device, "trainable_parameters": trainable, "total_parameters": total},
         "settings": config.as_dict(),
     }
