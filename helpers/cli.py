@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny-model": ("helpers.tiny:main", "build the offline tiny tokenizer + Llama model used by tests/CPU demo"),
     "train": ("helpers.training:main", "train or resume from a YAML / XTuner .py config (torchrun-compatible)"),
     "convert": ("helpers.internlm2:main", "convert InternLM2 <-> Llama checkpoints (no remote code)"),
+    "bench": ("helpers.bench:main", "tunebook's training path vs the tutorials' recipe: tokens/s, memory, ratio"),
     "run-all": ("helpers.main_job:main", "the main job: run the notebooks end to end (README quick start)"),
     "env": ("helpers.env:main", "check Python, packages, GPU/CUDA, bitsandbytes, disk and model sources"),
 }

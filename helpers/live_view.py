@@ -44,16 +44,29 @@ def _duration(seconds: float) -> str:
 
 
 class TokenMeter:
-    """Counts the tokens the collator hands to the model (non-pad and trained)."""
+    """Counts what the collator hands to the model: real tokens, trained tokens, computed positions (with padding)."""
 
     def __init__(self):
         self.tokens = 0
         self.trained = 0
+        self.computed = 0
 
     def observe(self, item: dict) -> None:
-        samples = [s for row in item["rows"] for s in row] if "rows" in item else item["samples"]
+        if "rows" in item:
+            lengths = [sum(len(s) for s in row) for row in item["rows"]]
+            samples = [s for row in item["rows"] for s in row]
+            self.computed += len(lengths) * max(lengths)
+        else:
+            samples = item["samples"]
+            self.computed += len(samples) * max(len(s) for s in samples)
         self.tokens += sum(len(s) for s in samples)
         self.trained += sum(s.trained_tokens for s in samples)
+
+    def observe_batch(self, batch: dict) -> None:
+        """For collators outside tunebook (padded tensors with an attention mask)."""
+        self.tokens += int(batch["attention_mask"].sum())
+        self.trained += int((batch["labels"] != -100).sum())
+        self.computed += batch["labels"].numel()
 
 
 class LiveView(TrainerCallback):

@@ -87,25 +87,31 @@ class Plan:
     lora_r: int = 64
     lora_targets: tuple | str = "all-linear"
     dtype_bytes: int = 2                 # bf16/fp16 compute on GPU
-    optimizer_state_bytes: int = 8       # 32-bit AdamW (paged or not); 2 for 8-bit AdamW
-    loss_chunk: int | None = 1024        # tokens per chunk of the chunked loss; None = full logits
+    optimizer_state_bytes: int = 8       # 32-bit AdamW; 2 for 8-bit AdamW
+    paged_optimizer: bool = True         # bitsandbytes paged AdamW: states in CUDA unified memory, outside the allocator
+    loss_chunk: int | None = 256         # tokens per chunk of the chunked loss; None = full logits
 
 
 @dataclass
 class Estimate:
     weights: float
-    lora: float
+    lora: float              # LoRA weights + grads (+ optimizer states unless paged)
     activations: float
     logits: float
+    paged: float = 0.0       # paged optimizer states: GPU-resident while there is room, not in the allocator peak
 
     @property
     def total(self) -> float:
         return self.weights + self.lora + self.activations + self.logits
 
     def table(self) -> str:
-        rows = [("base weights", self.weights), ("LoRA + grads + optimizer", self.lora),
-                ("activations", self.activations), ("logits / loss", self.logits), ("total", self.total)]
-        return "\n".join(f"  {name:<26}{value / GIB:7.2f} GiB" for name, value in rows)
+        rows = [("base weights", self.weights), ("LoRA weights + grads", self.lora),
+                ("activations", self.activations), ("logits / loss", self.logits), ("total (allocator peak)", self.total)]
+        lines = [f"  {name:<26}{value / GIB:7.2f} GiB" for name, value in rows]
+        if self.paged:
+            lines.append(f"  {'+ paged optimizer states':<26}{self.paged / GIB:7.2f} GiB (unified memory, pages to "
+                         "host RAM under pressure)")
+        return "\n".join(lines)
 
 
 def estimate(shape: Shape, plan: Plan = Plan()) -> Estimate:
@@ -117,8 +123,9 @@ def estimate(shape: Shape, plan: Plan = Plan()) -> Estimate:
         weights = (shape.linear_params + other) * plan.dtype_bytes
     else:
         weights = shape.params * (4 + 4 + plan.optimizer_state_bytes)
-    lora = 0 if plan.mode == "full" else shape.lora_params(plan.lora_r, plan.lora_targets) * (
-        4 + 4 + plan.optimizer_state_bytes)
+    lora_params = 0 if plan.mode == "full" else shape.lora_params(plan.lora_r, plan.lora_targets)
+    paged = lora_params * plan.optimizer_state_bytes if plan.paged_optimizer else 0
+    lora = lora_params * (4 + 4) + (0 if plan.paged_optimizer else lora_params * plan.optimizer_state_bytes)
     if plan.gradient_checkpointing:
         kept = shape.layers * tokens * shape.hidden * plan.dtype_bytes
         a, b = CHECKPOINTED_LAYER_PEAK
@@ -128,7 +135,7 @@ def estimate(shape: Shape, plan: Plan = Plan()) -> Estimate:
         activations = shape.layers * tokens * (a * shape.hidden + b * shape.intermediate)
     logit_tokens = tokens if plan.loss_chunk is None else min(tokens, plan.loss_chunk)
     logits = logit_tokens * shape.vocab * (plan.dtype_bytes + 4 + 4)
-    return Estimate(weights, lora, activations, logits)
+    return Estimate(weights, lora, activations, logits, paged)
 
 
 def load_shape(model_dir: str | os.PathLike) -> Shape:

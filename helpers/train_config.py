@@ -47,7 +47,7 @@ class TrainConfig:
     max_norm: float = 1.0                  # gradient clipping
     warmup_ratio: float = 0.03             # linear warm-up share, then cosine to 0 (XTuner's schedule)
     optim: str = "auto"                    # auto = paged_adamw_32bit where bitsandbytes supports it, else adamw_torch
-    loss_chunk: int = 1024                 # loss over trained tokens in chunks of this many (0 = full logits)
+    loss_chunk: int = 256                  # loss over trained tokens in chunks of this many (0 = full logits)
     # -- LoRA (camp values)
     lora_r: int = 64
     lora_alpha: int = 16

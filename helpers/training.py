@@ -187,7 +187,8 @@ def training_arguments(config: TrainConfig, device: str, dtype, optim: str):
         deepspeed=deepspeed)
 
 
-def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | None = None) -> TrainResult:
+def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | None = None,
+          meter: TokenMeter | None = None) -> TrainResult:
     """Train (or resume, or return the finished result of) the run described by `config`."""
     config.validate()
     from helpers.models import (LoraSettings, apply_lora, compute_dtype, config_hash, device_kind, load_model,
@@ -241,7 +242,7 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
 
     optim = choose_optimizer(config, device)
     args = training_arguments(config, device, dtype, optim)
-    meter, store = TokenMeter(), []
+    meter, store = meter or TokenMeter(), []
     record = {
         "base_model": {"name": config.model, "path": str(model_path), "loaded_path": str(loaded_path),
                        "config_hash": config_hash(loaded_path)},

@@ -22,7 +22,7 @@ def test_same_loss_and_gradients_padded_batch(tiny_model_dir):
     mask = torch.ones_like(ids)
     mask[1, 30:] = 0
     losses = [m(input_ids=ids, attention_mask=mask, labels=labels).loss for m in (plain, chunked)]
-    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=0)  # fp32 summation order
     for loss in losses:
         loss.backward()
     for name in ("model.layers.0.mlp.down_proj.weight", "lm_head.weight", "model.embed_tokens.weight"):
@@ -39,7 +39,7 @@ def test_same_loss_on_packed_rows_with_accumulation_normaliser(tiny_model_dir, t
     batch = collate_micro_batch([{"rows": [samples]}], tiny_tokenizer.pad_token_id)
     n = torch.tensor(50)  # Trainer passes the token count of the whole accumulated step
     losses = [m(**batch, num_items_in_batch=n, use_cache=False).loss for m in (plain, chunked)]
-    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=0)  # fp32 summation order
 
 
 def test_inference_forward_is_untouched(tiny_model_dir):
