@@ -174,6 +174,21 @@ def write_persona_set(persona_set: PersonaSet, out: str | Path) -> dict[str, str
     return paths
 
 
+def notebook_action(out: str | Path, seed: int = 0, mix_with: str | None = "builtin"):
+    """For 01_persona_data's form: a function of the form's fields that writes the set and returns HTML."""
+    import html
+
+    def make(name: str, assistant_name: str, author: str, model_description: str, lang: str, n: int,
+             mix_ratio: float) -> str:
+        facts = PersonaFacts(name=name, assistant_name=assistant_name, author=author,
+                             model_description=model_description)
+        persona_set = generate_persona(facts, n=n, lang=lang, seed=seed, mix_with=mix_with,
+                                       mix_ratio=mix_ratio if mix_with else None)
+        paths = write_persona_set(persona_set, out)
+        return f"<pre>{html.escape(format_summary(persona_set.summary, paths))}</pre>"
+    return make
+
+
 # ---------------------------------------------------------------- command line
 
 def _parser() -> argparse.ArgumentParser:

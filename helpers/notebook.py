@@ -1,0 +1,144 @@
+"""What the numbered notebooks share: the work folder, the CPU smoke profile, the model choice, HTML views, a form.
+
+Notebooks hold narrative and calls; anything longer than a line or two lives here and is tested.
+"""
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_GPU_MODEL = "internlm2-chat-1_8b"   # the camp's model; InternLM2 is converted to Llama once (no remote code)
+
+
+def smoke() -> bool:
+    """TUNEBOOK_SMOKE=1: the CPU smoke profile (tiny model, small data, few steps) used by tests and the main job."""
+    return os.environ.get("TUNEBOOK_SMOKE") == "1"
+
+
+def workdir() -> Path:
+    """Shared by all notebooks: $TUNEBOOK_WORKDIR, else work/ beside the notebooks (the kernel's folder)."""
+    path = Path(os.environ.get("TUNEBOOK_WORKDIR") or Path.cwd() / "work")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def has_gpu() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+@dataclass
+class ModelChoice:
+    path: Path
+    name: str
+    tiny: bool
+    why: str           # one sentence for the learner (Chinese)
+
+
+def tiny_model(root: Path | None = None) -> Path:
+    from helpers.tiny import make_tiny_model
+    path = (root or workdir()) / "models" / "tiny"
+    if not (path / "config.json").is_file():
+        make_tiny_model(path, overwrite=True)
+    return path
+
+
+def choose_model(preference: str = "auto") -> ModelChoice:
+    """auto: the camp model on a GPU; the offline tiny model on a CPU or in the smoke profile (said so)."""
+    from helpers.models import ModelNotFound, resolve_model
+    if preference not in ("auto", "tiny"):
+        return ModelChoice(resolve_model(preference), preference, False, f"使用你指定的模型 {preference}。")
+    if preference == "tiny" or smoke():
+        return ModelChoice(tiny_model(), "tiny", True,
+                           "冒烟配置（TUNEBOOK_SMOKE=1）：使用离线 tiny 模型，流程完整但回答只是演示。")
+    if not has_gpu():
+        return ModelChoice(tiny_model(), "tiny", True,
+                           "没有检测到 GPU：使用离线 tiny 模型跑通全流程（随机权重、词表很小，回答没有实际意义）。"
+                           "要微调真正的 internlm2-chat-1_8b，请换到有 GPU 的环境（InternStudio / Colab GPU）。")
+    try:
+        path = resolve_model(DEFAULT_GPU_MODEL)
+    except ModelNotFound as err:
+        return ModelChoice(tiny_model(), "tiny", True,
+                           f"检测到 GPU，但找不到 {DEFAULT_GPU_MODEL}（详情见下）。暂用 tiny 模型；"
+                           f"设置 HF_ENDPOINT 或安装 modelscope 后重跑本单元。\n{err}")
+    return ModelChoice(path, DEFAULT_GPU_MODEL, False,
+                       f"检测到 GPU：使用训练营的 {DEFAULT_GPU_MODEL}（{path}）。它会被一次性转换为原生 Llama 结构，"
+                       "无需 trust_remote_code，可直接用于最新版 transformers。")
+
+
+# ---------------------------------------------------------------- HTML views
+
+def show(markup: str) -> None:
+    from IPython.display import HTML, display
+    display(HTML(markup))
+
+
+def table_html(rows: list[dict], columns: list[str] | None = None, limit: int = 20) -> str:
+    columns = columns or (list(rows[0]) if rows else [])
+    head = "".join(f"<th style='text-align:left'>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td style='text-align:left;white-space:pre-wrap'>{html.escape(str(r.get(c, '')))}"
+                                   "</td>" for c in columns) + "</tr>" for r in rows[:limit])
+    more = f"<p>…… 共 {len(rows)} 行，只显示前 {limit} 行</p>" if len(rows) > limit else ""
+    return f"<table><tr>{head}</tr>{body}</table>{more}"
+
+
+def trained_spans_html(tokenizer, sample) -> str:
+    """The sample's text with trained tokens highlighted (what the loss sees), special tokens kept."""
+    from helpers.encoding import IGNORE_INDEX
+    parts, start = [], 0
+    ids, labels = sample.input_ids, sample.labels
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or (labels[i] != IGNORE_INDEX) != (labels[start] != IGNORE_INDEX):
+            text = html.escape(tokenizer.decode(ids[start:i], skip_special_tokens=False,
+                                                clean_up_tokenization_spaces=False))
+            if labels[start] != IGNORE_INDEX:
+                text = f"<mark style='background:#ffe08a'>{text}</mark>"
+            parts.append(text)
+            start = i
+    return ("<pre style='white-space:pre-wrap;line-height:1.5'>" + "".join(parts) + "</pre>"
+            "<p><mark style='background:#ffe08a'>黄色</mark> = 计算 loss 的 token（回答 + 结束符），其余只作为上下文。</p>")
+
+
+# ---------------------------------------------------------------- a small form
+
+def form(fields: dict, action, button: str = "生成", title: str = ""):
+    """A form of text/int/float/choice fields and a button; `action(**values)` returns HTML to show below.
+
+    fields: name -> (label, default) or (label, default, [choices]). Returns the widget; `run()` on it calls the
+    action with the current values (so a headless run of the notebook works without clicking).
+    """
+    import ipywidgets as w
+    controls = {}
+    for name, spec in fields.items():
+        label, default = spec[0], spec[1]
+        style = {"description_width": "initial"}
+        if len(spec) > 2:
+            controls[name] = w.Dropdown(options=spec[2], value=default, description=label, style=style)
+        elif isinstance(default, bool):
+            controls[name] = w.Checkbox(value=default, description=label, style=style)
+        elif isinstance(default, int):
+            controls[name] = w.IntText(value=default, description=label, style=style)
+        elif isinstance(default, float):
+            controls[name] = w.FloatText(value=default, description=label, style=style)
+        else:
+            controls[name] = w.Text(value=str(default), description=label, style=style)
+    go = w.Button(description=button, button_style="primary")
+    out = w.HTML()
+    box = w.VBox(([w.HTML(f"<b>{html.escape(title)}</b>")] if title else []) + list(controls.values()) + [go, out])
+
+    def run(*_):
+        from helpers.errors import TunebookError
+        go.disabled = True
+        try:
+            out.value = action(**{name: c.value for name, c in controls.items()})
+        except TunebookError as err:
+            out.value = f"<p style='color:#b00'>{html.escape(str(err))}</p>"
+        finally:
+            go.disabled = False
+        return out.value
+
+    go.on_click(run)
+    box.run, box.controls, box.output, box.button = run, controls, out, go
+    return box
