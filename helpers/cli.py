@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("helpers.training:main", "train or resume from a YAML / XTuner .py config (torchrun-compatible)"),
     "convert": ("helpers.internlm2:main", "convert InternLM2 <-> Llama checkpoints (no remote code)"),
     "run-all": ("helpers.main_job:main", "the main job: run the notebooks end to end (README quick start)"),
+    "evaluate": ("helpers.evaluation:main", "before vs after: persona identity + 复读机 rate, or Colorist ΔE00"),
     "env": ("helpers.env:main", "check Python, packages, GPU/CUDA, bitsandbytes, disk and model sources"),
 }
 
