@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 from pathlib import Path
 from typing import Sequence
@@ -130,9 +131,15 @@ def evaluate_persona(after, before=ADAPTER_OFF, heldout: str | Path | None = Non
         before_answers = persona_answers(after, items, general, max_new_tokens, adapter_off=True,
                                          progress=progress, label="before:")
     elif before is not None:
-        before_answers = persona_answers(before, items, general, max_new_tokens, progress=progress, label="before:")
+        before_answers = persona_answers(_same_prompts(before, after), items, general, max_new_tokens,
+                                         progress=progress, label="before:")
     label = "" if before is None else "base (adapter off)" if before == ADAPTER_OFF else str(before.base_path)
     return persona_report(items, general, after_answers, before_answers, markers, label)
+
+
+def _same_prompts(before, after):
+    """The base asked exactly as the fine-tuned model is: its template and system prompt (only weights differ)."""
+    return dataclasses.replace(before, template=after.template, system=after.system)
 
 
 def default_heldout(record: dict) -> Path:
@@ -162,7 +169,8 @@ def evaluate_colorist(after, heldout: str | Path, before=ADAPTER_OFF, limit: int
     if before == ADAPTER_OFF:
         before_answers = generate_answers(after, descriptions, adapter_off=True, desc="before: colours", **kwargs)
     elif before is not None:
-        before_answers = generate_answers(before, descriptions, desc="before: colours", **kwargs)
+        before_answers = generate_answers(_same_prompts(before, after), descriptions, desc="before: colours",
+                                          **kwargs)
     label = "" if before is None else "base (adapter off)" if before == ADAPTER_OFF else str(before.base_path)
     return colorist_report(descriptions, references, after_answers, before_answers, label)
 
@@ -307,12 +315,9 @@ def _short(text: str, width: int = 70) -> str:
 
 def _print_examples(report: PersonaReport) -> None:
     """The first identity and the first general question with both answers: what the numbers are made of."""
-    for set_index, (title, question) in enumerate((("identity", report.items[0].question if report.items else None),
-                                                   ("general", report.general[0]["question"] if report.general
-                                                    else None))):
-        if question is None:
-            continue
+    for title, column, question in (("identity", 0, report.items[0].question),
+                                    ("general", 1, report.general[0]["question"])):
         print(f"example ({title}): {question}")
         for side, answers in (("before", report.before_answers), ("after", report.after_answers)):
             if answers is not None:
-                print(f"  {side:<6} {_short(answers[set_index][0])}")
+                print(f"  {side:<6} {_short(answers[column][0])}")

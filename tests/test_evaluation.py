@@ -97,9 +97,10 @@ def test_before_is_the_same_model_with_the_adapter_off(calls, heldout):
 
 
 def test_before_from_a_separately_loaded_base_and_no_before(calls, heldout):
-    tuned, base = _im(FakeModel("merged", tuned=True)), _im(FakeModel("base", tuned=False))
+    tuned, base = _im(FakeModel("merged", tuned=True)), _im(FakeModel("base", tuned=False), system="OTHER")
     report = evaluate_persona(tuned, before=base, heldout=heldout, limit=2, progress=False)
     assert [c["model"] for c in calls] == ["merged"] * 4 + ["base"] * 4
+    assert {(c["system"], c["template"]) for c in calls} == {("SYS", "internlm2_chat")}   # asked the same way
     assert report.before["persona_correct"] == 0.0 and report.before_label == "/models/base"
     alone = evaluate_persona(tuned, before=None, heldout=heldout, limit=2, progress=False)
     assert alone.before is None and alone.after["similarity_to_base"] is None
