@@ -32,7 +32,8 @@ Held-out file `<out stem>.heldout.jsonl`: questions never used for training, one
                 "must_mention": ["<name>", ...],  # all must occur
                 "any_of": [["不是", "并非"]],      # each group: at least one must occur ([] for most intents)
                 "must_not_claim": ["我是ChatGPT", "I'm Claude", "I was made by OpenAI", ...]}}   # none may occur
-Scoring an answer A (every test is a substring test after str.casefold() on both sides):
+Scoring an answer A (helpers.persona_eval.answer_problems, also what `python -m helpers evaluate persona` uses;
+every test is a substring test after str.casefold() on both sides):
     name_present  expect["name"] occurs in A
     mentions_ok   every must_mention string occurs: the name, plus the assistant's name for identity / introduce /
                   name / greeting / rename, the author for creator, the model description for base_model (the
@@ -54,8 +55,9 @@ from pathlib import Path
 
 from data_gen.mixing import MixResult, load_general_source, mix
 from data_gen.persona_table import (LANG_CHOICES, PLACEHOLDER, PersonaFacts, PlaceholderError, Question,  # noqa: F401
-                                    answer_problems, answer_table, claims_for, expect_for, fill)
+                                    answer_table, claims_for, expect_for, fill)
 from helpers.errors import TunebookError
+from helpers.persona_eval import answer_problems  # noqa: F401  (the scoring rule below; evaluation uses it too)
 from helpers.io import write_jsonl, write_records
 
 DEFAULT_N = 2000                 # persona records (split evenly across languages)

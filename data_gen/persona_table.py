@@ -2,7 +2,8 @@
 
 Everything that can go wrong with template data is caught here, before anything is written: a `{...}` left in any
 text (PlaceholderError, naming the template), a fact the answer should state but does not, a false identity claim.
-The `expect` dicts built here are the held-out file's scoring spec (documented in data_gen.persona).
+The `expect` dicts built here are the held-out file's scoring spec (documented in data_gen.persona); the rule that
+scores an answer against one, `answer_problems`, lives in helpers.persona_eval so evaluation and generation share it.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, fields
 
 from data_gen import persona_bank_en, persona_bank_zh
 from helpers.errors import TunebookError
+from helpers.persona_eval import answer_problems  # the one scoring rule: evaluation uses it too
 
 BANKS = {"zh": persona_bank_zh, "en": persona_bank_en}
 LANG_CHOICES = {"zh": ("zh",), "en": ("en",), "both": ("zh", "en")}
@@ -76,16 +78,6 @@ def fill(template: str, values: dict[str, str], where: str) -> str:
                                f"(template {template!r}; slots available: {', '.join(sorted(values))}). Fix the "
                                "template: a doubled {{slot}} prints as a literal {slot}")
     return text
-
-
-def answer_problems(answer: str, expect: dict) -> list[str]:
-    """What `answer` fails of `expect` (empty list = passes); the scoring rule documented at the top."""
-    text = answer.casefold()
-    problems = [f"does not mention {s!r}" for s in expect["must_mention"] if s.casefold() not in text]
-    problems += [f"contains none of {group}" for group in expect["any_of"]
-                 if not any(s.casefold() in text for s in group)]
-    problems += [f"claims {s!r}" for s in expect["must_not_claim"] if s.casefold() in text]
-    return problems
 
 
 # ---------------------------------------------------------------- the question/answer table

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("helpers.internlm2:main", "convert InternLM2 <-> Llama checkpoints (no remote code)"),
     "bench": ("helpers.bench:main", "tunebook's training path vs the tutorials' recipe: tokens/s, memory, ratio"),
     "run-all": ("helpers.main_job:main", "the main job: run the notebooks end to end (README quick start)"),
+    "evaluate": ("helpers.evaluation:main", "before vs after: persona identity + 复读机 rate, or Colorist ΔE00"),
     "env": ("helpers.env:main", "check Python, packages, GPU/CUDA, bitsandbytes, disk and model sources"),
 }
 
