@@ -1,5 +1,6 @@
-"""`python -m helpers run-all`: the README's main job. Until the notebooks land it runs the CPU flow that exists:
-build the offline tiny model, write the camp3 persona file, render it and check it with the tiny tokenizer."""
+"""`python -m helpers run-all`: the README's main job. Executes the numbered notebooks in order, headless (nbclient),
+into a run folder, on the CPU smoke profile when there is no GPU, and prints what happened: the persona answer before
+and after training, and where the executed notebooks, the adapter and the merged model are."""
 from __future__ import annotations
 
 import argparse
@@ -8,34 +9,83 @@ import os
 import time
 from pathlib import Path
 
-from helpers.check_data import check, format_report
-from helpers.encoding import load_tokenizer
-from helpers.io import write_json
-from helpers.tiny import make_tiny_model
+from helpers.errors import TunebookError
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ["00_environment", "01_persona_data", "02_colorist_dataset", "03_qlora_training", "04_merge_and_chat"]
 
 
-def workdir() -> Path:
-    return Path(os.environ.get("TUNEBOOK_WORKDIR", Path.cwd() / "work"))
+def run_notebook(source: Path, target: Path, env: dict, timeout: int = 1800) -> float:
+    """Execute `source` in a fresh kernel whose working folder is the notebooks folder; save it to `target`."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    notebook = nbformat.read(source, as_version=4)
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(source.parent)}})
+    started = time.time()
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        nbformat.write(notebook, target)
+        raise TunebookError(f"{source.name} failed; the executed notebook with the error is {target}\n"
+                            f"{str(err)[-2000:]}") from None
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    nbformat.write(notebook, target)
+    return time.time() - started
+
+
+def summary(workdir: Path) -> list[str]:
+    lines = []
+    samples_file = workdir / "train-persona" / "chat_samples.jsonl"
+    if samples_file.is_file():
+        samples = [json.loads(l) for l in samples_file.read_text(encoding="utf-8").splitlines() if l.strip()]
+        question = samples[0]["input"] if samples else None
+        for when in ("before training", "after training"):
+            hit = next((s for s in samples if s["input"] == question and s["when"] == when), None)
+            if hit:
+                lines.append(f"{when:<16} 问：{question}  答：{hit['output'][:120]}")
+    for label, path in (("adapter", workdir / "train-persona" / "adapter"), ("merged model", workdir / "merged")):
+        if path.exists():
+            lines.append(f"{label:<16} {path}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers run-all", description=__doc__)
-    parser.add_argument("--workdir", type=Path, default=None, help="work folder (default ./work or $TUNEBOOK_WORKDIR)")
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/<date-time>)")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these notebooks (names without .ipynb)")
+    parser.add_argument("--full", action="store_true", help="the full profile even without a GPU (very slow on CPU)")
     args = parser.parse_args(argv)
-    root = args.workdir or workdir()
+    import torch
+    gpu = torch.cuda.is_available()
+    smoke = not gpu and not args.full
+    run_dir = (args.out or ROOT / "runs" / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    workdir = run_dir / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {"TUNEBOOK_WORKDIR": str(workdir), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                                       os.environ.get("PYTHONPATH")]))}
+    if smoke:
+        env["TUNEBOOK_SMOKE"] = "1"
+    print(f"running the notebooks {'on the CPU smoke profile (no GPU)' if smoke else 'on the GPU'} into {run_dir}",
+          flush=True)
     started = time.time()
-    model_dir = root / "models" / "tiny"
-    if not (model_dir / "config.json").exists():
-        make_tiny_model(model_dir, overwrite=True)
-    print(f"1. tiny model: {model_dir}")
-    name = "伍鲜同志"
-    seeds = [{"conversation": [{"input": "请介绍一下你自己",
-                                "output": f"我是{name}的小助手，内在是上海AI实验室书生·浦语的1.8B大模型哦"}]},
-             {"conversation": [{"input": "你在实战营做什么", "output": f"我在这里帮助{name}完成XTuner微调个人小助手的任务"}]}]
-    data_path = root / "data" / "assistant_camp3.json"
-    write_json(data_path, seeds * 8001, indent=4)
-    print(f"2. camp3 persona data (2 records x 8001): {data_path}")
-    report = check(data_path, tokenizer=load_tokenizer(model_dir), max_length=2048)
-    print("3. " + format_report(report, str(data_path)))
-    print(f"done in {time.time() - started:.0f}s; outputs under {root}")
-    return 0 if report.ok else 1
+    for name in args.only or NOTEBOOKS:
+        source = ROOT / "notebooks" / f"{name}.ipynb"
+        if not source.is_file():
+            raise TunebookError(f"{source} not found")
+        seconds = run_notebook(source, run_dir / f"{name}.ipynb", env)
+        print(f"  {name:<22} ok  {seconds:6.1f} s", flush=True)
+    print(f"done in {time.time() - started:.0f} s")
+    for line in summary(workdir):
+        print(line)
+    print(f"executed notebooks: {run_dir}")
+    return 0

@@ -221,6 +221,8 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
                                       config.max_length, system, str(err))
         raise
     device = device_kind()
+    if device == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else importing DeepSpeed (if installed) logs a GPU-search warning
     strategy = choose_batching(config, device)
     plan = training_data.build_plan(data.samples, strategy, config.max_length, config.batch_size, config.seed)
     train_set = training_data.dataset(data.samples, plan, config.seed)

@@ -1,0 +1,27 @@
+"""Default datasets for a notebook opened on its own (03/04 without 01/02 run first): small and announced."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers.errors import TunebookError
+
+
+def ensure_data(kind: str, path: Path, smoke: bool = True) -> Path:
+    """`path` if it exists; else write the default persona / Colorist set there and say so."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if kind == "persona":
+        from data_gen.persona import PersonaFacts, generate_persona, write_persona_set
+        persona_set = generate_persona(PersonaFacts(name="伍鲜同志", model_description="上海AI实验室书生·浦语的1.8B大模型"),
+                                       n=100 if smoke else 2000, lang="zh" if smoke else "both", mix_with="builtin",
+                                       mix_ratio=0.6 if smoke else 0.2)
+        write_persona_set(persona_set, path)
+    elif kind == "colorist":
+        from helpers.colorist_data import load_colorist, split_heldout, write_colorist
+        rows, source, _ = load_colorist("auto", limit=600 if smoke else None, n_synthetic=600 if smoke else 5000)
+        write_colorist(path, *split_heldout(rows, 30 if smoke else 100))
+    else:
+        raise TunebookError(f"{path} does not exist; run 01_persona_data / 02_colorist_dataset first, or give a data file")
+    print(f"{path} was missing: wrote the default {kind} dataset there (run the {kind} notebook to make your own)")
+    return path
