@@ -1,12 +1,8 @@
-"""Shared fixtures: the offline tiny model is built once per test session (a few seconds)."""
+"""Shared fixtures: the offline tiny model is built once per test session (a few seconds).
+Environment settings for the whole session (offline hub, smoke profile) are in the root conftest.py."""
 from __future__ import annotations
 
-import os
-
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")          # tests never reach a hub
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")

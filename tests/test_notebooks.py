@@ -1,0 +1,56 @@
+"""Static checks of the committed notebooks (nbval executes them; see pyproject's addopts)."""
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers.notebook_tools import is_checked, stray_outputs
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["00_environment", "01_persona_data", "02_colorist_dataset", "03_qlora_training", "04_merge_and_chat"]
+NOTEBOOKS = {name: nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4) for name in NAMES
+             if (ROOT / "notebooks" / f"{name}.ipynb").exists()}
+
+
+def test_all_five_notebooks_exist():
+    assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == NAMES
+
+
+@pytest.mark.parametrize("name", list(NOTEBOOKS))
+def test_no_stray_outputs(name):
+    nb = NOTEBOOKS[name]
+    assert stray_outputs(nb) == [], "outputs are committed only in # NBVAL_CHECK_OUTPUT cells " \
+                                    "(python -m helpers.notebook_tools strip ...)"
+    for cell in nb.cells:
+        if is_checked(cell):
+            assert cell.outputs and cell.execution_count is not None, cell.source[:80]
+    assert "widgets" not in nb.metadata
+
+
+@pytest.mark.parametrize("name", list(NOTEBOOKS))
+def test_one_parameters_cell_near_the_top(name):
+    tagged = [i for i, c in enumerate(NOTEBOOKS[name].cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0] <= 3
+
+
+@pytest.mark.parametrize("name", list(NOTEBOOKS))
+def test_narrative_is_chinese_and_logic_lives_in_helpers(name):
+    nb = NOTEBOOKS[name]
+    prose = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert len(re.findall(r"[\u4e00-\u9fff]", prose)) > 200
+    for cell in nb.cells:
+        if cell.cell_type != "code" or cell.source.lstrip().startswith(("%", "!")):
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                assert node.end_lineno - node.lineno < 5, f"long definition in a notebook cell: {node.name}"
+
+
+@pytest.mark.parametrize("name", list(NOTEBOOKS))
+def test_starts_with_the_import_check_and_a_guarded_colab_install(name):
+    sources = [c.source for c in NOTEBOOKS[name].cells if c.cell_type == "code"]
+    assert any('getattr(helpers, "TUNEBOOK", False)' in s for s in sources[:3])
+    install = [s for s in sources if "pip" in s]
+    assert install and all(s.startswith("# NBVAL_SKIP") and '"google.colab" in sys.modules' in s for s in install)
