@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 
+from helpers.cli import positive_int
 from helpers.colorist_data import (DEFAULT_SYNTHETIC, PROBE_TIMEOUT, SOURCES, load_colorist, split_heldout,
                                    to_conversations, write_colorist)
 from helpers.errors import TunebookError
@@ -24,16 +25,6 @@ def _heldout(text: str) -> int | float:
             raise argparse.ArgumentTypeError(f"{text!r} is neither a count (100) nor a fraction (0.05)") from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data_gen.colorist",
@@ -47,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--heldout", type=_heldout, default=None,
                         help="held-out records: a count (100) or a fraction (0.05); 0 for none "
                              "(default: 100 or 10%% of the records, whichever is smaller)")
-    parser.add_argument("--limit", type=_positive, help="use only the first N source records")
+    parser.add_argument("--limit", type=positive_int, help="use only the first N source records")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split and the synthetic set (default 0)")
-    parser.add_argument("--n", type=_positive, default=DEFAULT_SYNTHETIC,
+    parser.add_argument("--n", type=positive_int, default=DEFAULT_SYNTHETIC,
                         help=f"records to generate with the synthetic source (default {DEFAULT_SYNTHETIC})")
     parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT,
                         help=f"seconds to wait for a hub before giving up on it (default {PROBE_TIMEOUT:g})")

@@ -5,6 +5,7 @@ cannot take the other commands down.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -20,6 +21,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("helpers.evaluation:main", "before vs after: persona identity + 复读机 rate, or Colorist ΔE00"),
     "env": ("helpers.env:main", "check Python, packages, GPU/CUDA, bitsandbytes, disk and model sources"),
 }
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts: a whole number >= 1, with a message that says so."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def _usage() -> str:

@@ -21,6 +21,7 @@ import gc
 from pathlib import Path
 from typing import Sequence
 
+from helpers.cli import positive_int
 from helpers.colorist_eval import ColoristReport, colorist_report
 from helpers.errors import TunebookError
 from helpers.generation import GREEDY, answer, with_max_new_tokens
@@ -181,16 +182,6 @@ def _head(columns: tuple[list, ...], limit: int | None) -> tuple[list, ...]:
 
 # ---------------------------------------------------------------- command line
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers evaluate", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawTextHelpFormatter)
@@ -206,10 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "whose tunebook.json names no base here; default for an adapter: adapter off)")
         p.add_argument("--heldout", required=task == "colorist",
                        help="held-out file (persona default: <training data stem>.heldout.jsonl from tunebook.json)")
-        p.add_argument("--limit", type=_positive,
+        p.add_argument("--limit", type=positive_int,
                        help="use only N questions of each set (languages in turn)" if task == "persona"
                        else "use only the first N descriptions")
-        p.add_argument("--max-new-tokens", type=_positive, default=tokens, help=f"per answer (default {tokens})")
+        p.add_argument("--max-new-tokens", type=positive_int, default=tokens, help=f"per answer (default {tokens})")
         p.add_argument("--bits", type=int, choices=(4, 8), help="load the base in 4-bit NF4 or 8-bit (default: full)")
         p.add_argument("--template", help="prompt template (default: the training one from tunebook.json)")
         p.add_argument("--system", help="system prompt (default: the training one from tunebook.json)")

@@ -19,10 +19,9 @@ general dataset file for that; data_gen.persona says how many records a mix need
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from helpers.formats import DataFileError
+from helpers.formats import DataFileError, Issue, read_records
 
 GENERAL_SET_PATH = Path(__file__).parent / "assets" / "general_zh_en.jsonl"
 LANGS = ("zh", "en")
@@ -56,20 +55,14 @@ def training_record(record: dict) -> dict:
 def _read(path: Path) -> list[dict]:
     """Parse and check the file; a broken asset is a packaging bug, so every problem names FILE:LINE."""
     records, ids = [], set()
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFileError(where, f"invalid JSON at column {err.colno}: {err.msg}") from None
-            problem = _problem(record, ids)
-            if problem:
-                raise DataFileError(where, problem)
-            ids.add(record["id"])
-            records.append(record)
+    for item in read_records(path):
+        if isinstance(item, Issue):
+            raise DataFileError(item.where, item.message)
+        problem = _problem(item.value, ids)
+        if problem:
+            raise DataFileError(item.where, problem)
+        ids.add(item.value["id"])
+        records.append(item.value)
     return records
 
 

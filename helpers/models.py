@@ -183,8 +183,11 @@ def load_model(path: str | os.PathLike, mode: str = "qlora", dtype: str = "auto"
     if gradient_checkpointing:
         # Non-reentrant (reentrant checkpointing fails under DDP, DESIGN.md); inputs need grads so that
         # checkpointed segments behind the frozen embedding still backpropagate into the LoRA weights.
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # the older name before transformers 5.x
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name; the old one warns
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.enable_input_require_grads()
     return model
 

@@ -26,14 +26,13 @@ to base           questions: the mean of bigram_f1(answer, base answer) below (1
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from helpers.formats import DataFileError
+from helpers.formats import DataFileError, Issue, read_records
 from helpers.report_table import html_table, number, percent, text_table
 
 
@@ -269,21 +268,15 @@ def read_persona_heldout(path: str | Path) -> list[PersonaItem]:
         raise DataFileError(str(path), "no such file: give the <stem>.heldout.jsonl that data_gen.persona wrote "
                                        "beside the training file")
     items = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFileError(where, f"invalid JSON at column {err.colno}: {err.msg}") from None
-            problem = _heldout_problem(record)
-            if problem:
-                raise DataFileError(where, problem)
-            turn = record["conversation"][0]
-            items.append(PersonaItem(str(record.get("id", f"line{line_no}")), turn["input"], turn["output"],
-                                     record["expect"]))
+    for item in read_records(path):
+        if isinstance(item, Issue):
+            raise DataFileError(item.where, item.message)
+        problem = _heldout_problem(item.value)
+        if problem:
+            raise DataFileError(item.where, problem)
+        turn = item.value["conversation"][0]
+        items.append(PersonaItem(str(item.value.get("id", item.where)), turn["input"], turn["output"],
+                                 item.value["expect"]))
     if not items:
         raise DataFileError(str(path), "no records: the held-out file is empty")
     return items

@@ -1,7 +1,5 @@
 """Model resolution and loading: share layouts, clear failures, InternLM2 through the converter, remote-code warning."""
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 

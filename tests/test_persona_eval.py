@@ -194,7 +194,7 @@ def test_bad_heldout_files_name_the_line(tmp_path):
              (json.dumps(good) + "\n" + json.dumps({"conversation": good["conversation"]}) + "\n", ':2: has no "expect"'),
              (json.dumps({**good, "expect": {**good["expect"], "any_of": [[]]}}) + "\n", 'expect["any_of"] must be'),
              (json.dumps({**good, "conversation": [{"input": "q"}]}) + "\n", ":1: needs \"conversation\""),
-             ("\n", "no records")]
+             ("\n", "the file is empty")]
     for text, message in cases:
         path = tmp_path / "h.jsonl"
         path.write_text(text, encoding="utf-8")
