@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny-model": ("helpers.tiny:main", "build the offline tiny tokenizer + Llama model used by tests/CPU demo"),
     "train": ("helpers.training:main", "train or resume from a YAML / XTuner .py config (torchrun-compatible)"),
     "convert": ("helpers.internlm2:main", "convert InternLM2 <-> Llama checkpoints (no remote code)"),
+    "merge": ("helpers.merge:main", "merge a (Q)LoRA adapter into its full-precision base model (checked, sharded)"),
+    "chat": ("helpers.chat:main", "chat in the terminal with the training template (XTuner chat keys: RESET, EXIT)"),
     "run-all": ("helpers.main_job:main", "the main job: run the notebooks end to end (README quick start)"),
     "env": ("helpers.env:main", "check Python, packages, GPU/CUDA, bitsandbytes, disk and model sources"),
 }
