@@ -9,9 +9,11 @@ fp16, which rounds bf16 models such as InternLM2.5 down; here the base's own dty
 
 How (helpers.lora_merge has the arithmetic and why it is hand-written rather than peft's merge_and_unload): the
 adapter is checked against the base's tensor names, shapes and recorded config hash before anything is written;
-then each base shard is streamed tensor by tensor, W + scale * B @ A is computed in fp32 on `device` for the LoRA
-targets, and output shards of at most max_shard_size are written, so peak RAM stays near one shard plus the adapter
-(a 7B merge fits Colab's 12.7 GB). The output also gets the tokenizer with the training template as chat_template,
+then the base is read shard by shard, tensor by tensor, W + scale * B @ A is computed in fp32 on `device` for the
+LoRA targets, and each result is written straight into output shards of at most max_shard_size planned in advance
+(helpers.checkpoint_shards.write_safetensors), so peak RAM stays near the adapter plus a few tensors, whatever the
+shard size: 1.47 GiB measured for a model of internlm2-chat-1_8b's shape (python -m helpers.merge_bench); a 7B
+merge fits Colab's 12.7 GB. The output also gets the tokenizer with the training template as chat_template,
 a generation_config.json that stops at the template's stop tokens (e.g. <|im_end|>) in any tool, and tunebook.json
 ("merged_from": base, adapter, template, system prompt, dtype, check results). It is written into a temporary folder
 renamed to OUT only after helpers.merge_verify's checks pass: an interrupted merge leaves no OUT.
@@ -162,11 +164,11 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, max_shard_size
     from helpers.checkpoint_shards import tensor_headers
     from helpers.encoding import load_tokenizer
     from helpers.generation import prompt_ids, stop_token_ids
-    from helpers.internlm2 import export_internlm2, is_internlm2_checkpoint
+    from helpers.internlm2 import export_internlm2, is_internlm2_checkpoint, llama_config_from_internlm2
     from helpers.io import atomic_dir
     from helpers.lora_merge import AdapterMismatch, check_fits, read_adapter
     from helpers.merge_verify import dtype_name, logits_check_fits, verify_logits, verify_weights
-    from helpers.models import config_hash, prepare_checkpoint, resolve_model
+    from helpers.models import config_hash, hash_config, prepare_checkpoint, resolve_model
     from helpers.record import read_record, template_record, write_record
     from helpers.templates import HF_TEMPLATE, get_template, to_jinja
 
@@ -177,25 +179,28 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, max_shard_size
     device = resolve_device(device)
     max_bytes = convert_file_size_to_int(max_shard_size)
     base_path = resolve_model(base)
-    if internlm2_out is not None and not is_internlm2_checkpoint(base_path):
+    is_internlm2 = is_internlm2_checkpoint(base_path)
+    if internlm2_out is not None and not is_internlm2:
         raise TunebookError(f"--internlm2 writes the InternLM2 layout, but {base_path} is not an InternLM2 checkpoint")
-    loaded = prepare_checkpoint(base_path)
-    base_config = json.loads((loaded / "config.json").read_text(encoding="utf-8"))
+    base_config = json.loads((base_path / "config.json").read_text(encoding="utf-8"))
     if base_config.get("quantization_config"):
         raise TunebookError(f"{base_path} is a quantized checkpoint ({base_config['quantization_config'].get('quant_method')}); "
                             "merge into the full-precision base model (QLoRA adapters are merged that way too)")
 
-    # -- everything that can refuse, before any heavy work
+    # -- everything that can refuse, before any heavy work (an InternLM2 base is converted only after these)
     lora = read_adapter(adapter_dir)
     record = read_record(adapter_dir) or {}
-    recorded_hash = record.get("base_model", {}).get("config_hash")
-    if recorded_hash is not None and recorded_hash != config_hash(loaded):
-        raise AdapterMismatch(f"adapter {adapter_dir} was trained on {record['base_model'].get('name')} (config hash "
-                              f"{recorded_hash}); {base_path} has another architecture (config hash "
-                              f"{config_hash(loaded)}). Pass the base model it was trained on")
     template, system, template_source = _template_and_system(adapter_dir, record, template, system, progress)
     if template != HF_TEMPLATE:
         get_template(template)
+    layout_config = llama_config_from_internlm2(base_config, str(base_path)).to_dict() if is_internlm2 else base_config
+    recorded_hash = record.get("base_model", {}).get("config_hash")
+    if recorded_hash is not None and recorded_hash != hash_config(layout_config):
+        raise AdapterMismatch(f"adapter {adapter_dir} was trained on {record['base_model'].get('name')} (config hash "
+                              f"{recorded_hash}); {base_path} has another architecture (config hash "
+                              f"{hash_config(layout_config)}). Pass the base model it was trained on")
+    loaded = prepare_checkpoint(base_path)  # the cached Llama-layout conversion for InternLM2 (what training loads)
+    base_config = json.loads((loaded / "config.json").read_text(encoding="utf-8"))
     headers = tensor_headers(loaded)
     check_fits(lora, {name: shape for name, _, shape, _ in headers}, base_path)
     target_dtype = saved_dtype(base_config, headers, dtype)

@@ -49,6 +49,17 @@ def write_random_adapter(directory: Path, llama_dir: Path, r: int = 64, alpha: i
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
+def prepare(root: Path) -> None:
+    """The random InternLM2 checkpoint, its cached Llama-layout conversion and the random adapter, under `root`."""
+    from helpers.internlm2 import ensure_llama_layout
+    source = root / "internlm2-1_8b"
+    total = write_random_checkpoint(source, realistic_logits=True)
+    print(f"random InternLM2 checkpoint (shape {SHAPE_1_8B}): {total / 1e9:.2f} GB")
+    llama = ensure_llama_layout(source, progress=None)
+    adapter_bytes = write_random_adapter(root / "adapter", llama)
+    print(f"random LoRA adapter r=64 on {', '.join(LLAMA_LORA_TARGETS)}: {adapter_bytes / 1e6:.0f} MB")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.merge_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", default=tempfile.gettempdir(), help="where the temporary checkpoints go")
@@ -57,19 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-logits-check", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints afterwards")
+    parser.add_argument("--prepare", metavar="DIR", help=argparse.SUPPRESS)  # the child that writes the inputs
     args = parser.parse_args(argv)
+    if args.prepare:
+        prepare(Path(args.prepare))
+        return 0
     root = Path(tempfile.mkdtemp(prefix="merge-bench-", dir=args.workdir))
-    env_note = f"shape {SHAPE_1_8B}"
     try:
         source = root / "internlm2-1_8b"
-        total = write_random_checkpoint(source, realistic_logits=True)
-        print(f"random InternLM2 checkpoint ({env_note}): {total / 1e9:.2f} GB")
-        llama = Path(subprocess.run(
-            [sys.executable, "-c", "import sys; from helpers.internlm2 import ensure_llama_layout; "
-             "print(ensure_llama_layout(sys.argv[1], progress=None))", str(source)],
-            check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        adapter_bytes = write_random_adapter(root / "adapter", llama)
-        print(f"random LoRA adapter r=64 on {', '.join(LLAMA_LORA_TARGETS)}: {adapter_bytes / 1e6:.0f} MB")
+        # Everything that allocates GBs runs in child processes: Linux carries a process's RSS high-water mark
+        # across exec, so a merge started from a parent that once held 2 GB would report that parent's peak.
+        subprocess.run([sys.executable, "-m", "helpers.merge_bench", "--prepare", str(root)], check=True)
         command = [sys.executable, "-m", "helpers", "merge", str(source), str(root / "adapter"), str(root / "merged"),
                    "--template", "internlm2_chat", "--dtype", args.dtype, "--max-shard-size", args.max_shard_size,
                    "--device", args.device] + (["--no-logits-check"] if args.no_logits_check else [])

@@ -1,5 +1,5 @@
 """A tiny persona adapter for merge / chat tests: QLoRA on the offline tiny model until it answers the two camp
-questions with the camp sentences (60 steps, ~10 s on CPU). Test modules call it from a module-scoped fixture."""
+questions with the camp sentences (40 steps, ~6 s on an idle 2-core CPU). Test modules call it from a module-scoped fixture."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,7 @@ def train_persona_adapter(model_dir: Path, work: Path, system: str = "") -> Path
                 handle.write(json.dumps({"conversation": [{"input": question, "output": answer}]},
                                         ensure_ascii=False) + "\n")
     config = from_dict(dict(model=str(model_dir), data_path=str(data), output_dir=str(work / "run"), mode="qlora",
-                            max_length=256, accumulative_counts=1, max_steps=60, lr=3e-3, warmup_ratio=0.0,
+                            max_length=256, accumulative_counts=1, max_steps=40, lr=4e-3, warmup_ratio=0.0,
                             lora_r=64, lora_alpha=64, lora_dropout=0.0, save_steps=1000, evaluation_inputs=[],
                             logging_steps=10, seed=7, system=system))
     return train(config, notebook=False).adapter_dir

@@ -274,3 +274,69 @@ def test_killed_merge_leaves_no_output(tiny_model_dir, adapter, tmp_path):
     merge(tiny_model_dir, adapter, out, max_shard_size="100KB", progress=messages.append)
     assert any(f"note: {leftovers[0]}" in m and "left from an interrupted merge" in m for m in messages)
     assert (out / "tunebook.json").is_file()
+
+
+# ---- LoRA variants and layouts --------------------------------------------------------------------------------
+
+def test_rslora_fan_in_fan_out_and_rank_patterns_match_peft(tmp_path):
+    """GPT-2's Conv1D stores weights [in, out] (fan_in_fan_out); rsLoRA scales by alpha/sqrt(r); rank_pattern and
+    alpha_pattern give modules their own r and alpha. Merged weights equal peft's merge_and_unload bit for bit."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from helpers.lora_merge import merged_weight, read_adapter
+    torch.manual_seed(0)
+    base = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=2, vocab_size=100, n_positions=32))
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, use_rslora=True,
+                        rank_pattern={"c_fc": 4}, alpha_pattern={"c_fc": 32}, init_lora_weights=False)
+    base_state = {k: v.clone() for k, v in base.state_dict().items()}
+    model = get_peft_model(base, config)
+    model.save_pretrained(tmp_path / "adapter")
+    adapter = read_adapter(tmp_path / "adapter")
+    fc = adapter.weights["transformer.h.1.mlp.c_fc.weight"]
+    assert fc.A.shape[0] == 4 and fc.scale == 32 / 2 and fc.fan_in_fan_out and fc.weight_shape == (64, 256)
+    assert adapter.weights["transformer.h.0.attn.c_attn.weight"].scale == 16 / 8 ** 0.5
+    expected = model.merge_and_unload().state_dict()
+    for key, lora in adapter.weights.items():
+        assert torch.equal(merged_weight(base_state[key], lora, torch.float32), expected[key]), key
+    assert len(adapter.weights) == 4
+
+
+def test_internlm2_base_merged_in_llama_layout_and_exported_back(tmp_path):
+    """An InternLM2 checkpoint is merged in the Llama layout it is trained in; --internlm2 writes the original layout
+    (fused wqkv, remote-code files) whose conversion gives back exactly the merged weights."""
+    from _internlm2_fakes import train_sp_model, write_internlm2_checkpoint
+
+    from helpers.internlm2 import convert_internlm2_to_llama, ensure_llama_layout
+    from helpers.merge_bench import write_random_adapter
+    from helpers.models import config_hash
+    from helpers.record import template_record, write_record
+    (tmp_path / "sp").mkdir()
+    sp = train_sp_model(tmp_path / "sp" / "tokenizer.model", add_dummy_prefix=True)
+    source = tmp_path / "internlm2-chat-tiny"
+    write_internlm2_checkpoint(source, sp, intermediate_size=256)
+    llama = ensure_llama_layout(source, progress=None)
+    write_random_adapter(tmp_path / "adapter", llama, r=8, alpha=16)
+    write_record(tmp_path / "adapter", {"base_model": {"name": "tiny", "config_hash": config_hash(llama)},
+                                        "template": template_record("internlm2_chat"), "system": ""})
+    # another InternLM2 base is refused by its config hash before it is converted (the heavy step)
+    other = tmp_path / "internlm2-other"
+    write_internlm2_checkpoint(other, sp, intermediate_size=384)
+    with pytest.raises(AdapterMismatch, match="has another architecture"):
+        merge(other, tmp_path / "adapter", tmp_path / "m0", progress=quiet)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("internlm2-other")) == ["internlm2-other"]
+    result = merge(source, tmp_path / "adapter", tmp_path / "merged", internlm2_out=tmp_path / "exported",
+                   progress=quiet)
+    assert result.lora_modules == 14 and result.logits_check["max_abs_diff"] < 1e-4
+    exported = json.loads((tmp_path / "exported" / "config.json").read_text())
+    assert exported["model_type"] == "internlm2" and exported["auto_map"]["AutoModelForCausalLM"]
+    assert (tmp_path / "exported" / "modeling_internlm2.py").is_file()
+    assert "model.layers.0.attention.wqkv.weight" in all_tensors(tmp_path / "exported")
+    back = convert_internlm2_to_llama(tmp_path / "exported", tmp_path / "back", progress=None)
+    merged_tensors, round_trip = all_tensors(result.out_dir), all_tensors(back)
+    assert merged_tensors.keys() == round_trip.keys()
+    for name, tensor in merged_tensors.items():
+        assert torch.equal(round_trip[name], tensor), name
+    with pytest.raises(Exception, match="is not an InternLM2 checkpoint"):
+        merge(llama, tmp_path / "adapter", tmp_path / "m2", template="internlm2_chat",
+              internlm2_out=tmp_path / "e2", progress=quiet)
