@@ -121,3 +121,89 @@ def convert_shards(model_dir: str | Path, out_dir: Path, convert: Callable[[dict
 
     save_shards(converted(), out_dir, len(files))
     return written
+
+
+
+# ---- tensor by tensor (merge) ---------------------------------------------------------------------------------
+
+_SAFE_DTYPES = {"F64": "float64", "F32": "float32", "BF16": "bfloat16", "F16": "float16", "I64": "int64",
+                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+                "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+
+def tensor_headers(model_dir: str | Path) -> list[tuple[str, Path, tuple[int, ...], object]]:
+    """(name, file, shape, torch dtype) of every tensor, shard files in name order, without reading tensor data
+    (safetensors headers; .bin shards are memory-mapped, so only their pickled metadata is read)."""
+    import torch
+
+    out = []
+    for path in sorted(weight_files(model_dir)):
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for name in handle.keys():
+                    piece = handle.get_slice(name)
+                    out.append((name, path, tuple(piece.get_shape()), getattr(torch, _SAFE_DTYPES[piece.get_dtype()])))
+        else:
+            tensors = load_shard(path)
+            out += [(name, path, tuple(t.shape), t.dtype) for name, t in tensors.items()]
+            del tensors
+    return out
+
+
+class ShardReader:
+    """One tensor at a time by (file, name). A safetensors file is opened per tensor, so no mapping of a whole
+    multi-GB shard stays in the process; a .bin shard has to be unpickled whole, so the last one is kept."""
+
+    def __init__(self):
+        self._bin_path, self._bin = None, None
+
+    def get(self, path: Path, name: str):
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                return handle.get_tensor(name)
+        if path != self._bin_path:
+            self._bin = None  # drop the previous shard before reading the next
+            self._bin, self._bin_path = load_shard(path), path
+        return self._bin[name]
+
+
+def write_safetensors(path: Path, specs: list[tuple[str, tuple[int, ...], object]], tensors: Iterator[tuple[str, object]],
+                      metadata: dict | None = None) -> int:
+    """Write tensors into a safetensors file as they are produced, holding one at a time; returns the bytes of data.
+
+    Hand-written because safetensors.torch.save_file takes every tensor of the file at once (a 2 GB shard of merged
+    weights in RAM, twice before safetensors 0.6, which serialised each tensor to bytes). The format is small: an
+    8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {...}}
+    padded with spaces to 8 bytes, then each tensor's little-endian bytes in header order. `specs` (name, shape,
+    dtype) is the plan; each produced tensor must match it. Readers (safe_open, transformers) check the file."""
+    import struct
+    import sys
+
+    import torch
+
+    if sys.byteorder != "little":
+        raise TunebookError("writing safetensors needs a little-endian machine")
+    codes = {getattr(torch, v): k for k, v in _SAFE_DTYPES.items()}
+    header, offset = {}, 0
+    for name, shape, dtype in specs:
+        nbytes = dtype.itemsize * int(torch.Size(shape).numel())
+        header[name] = {"dtype": codes[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    if metadata:
+        header["__metadata__"] = metadata
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(blob)) + blob)
+        for (name, shape, dtype), (got_name, tensor) in zip(specs, tensors, strict=True):
+            if got_name != name or tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+                raise ValueError(f"{path.name}: expected {name} {dtype}{list(shape)}, got {got_name} "
+                                 f"{tensor.dtype}{list(tensor.shape)}")
+            data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+            handle.write(memoryview(data))
+            del data, tensor
+    return offset

@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("helpers.training:main", "train or resume from a YAML / XTuner .py config (torchrun-compatible)"),
     "convert": ("helpers.internlm2:main", "convert InternLM2 <-> Llama checkpoints (no remote code)"),
     "bench": ("helpers.bench:main", "tunebook's training path vs the tutorials' recipe: tokens/s, memory, ratio"),
+    "merge": ("helpers.merge:main", "merge a (Q)LoRA adapter into its full-precision base model (checked, sharded)"),
+    "chat": ("helpers.chat:main", "chat in the terminal with the training template (XTuner chat keys: RESET, EXIT)"),
     "run-all": ("helpers.main_job:main", "the main job: run the notebooks end to end (README quick start)"),
     "evaluate": ("helpers.evaluation:main", "before vs after: persona identity + 复读机 rate, or Colorist ΔE00"),
     "env": ("helpers.env:main", "check Python, packages, GPU/CUDA, bitsandbytes, disk and model sources"),

@@ -58,8 +58,11 @@ def _synthetic_sp_model(path: Path, size: int) -> None:
     path.write_bytes(proto.SerializeToString())
 
 
-def write_random_checkpoint(directory: Path, shard_bytes: int = 2 * 1024**3) -> int:
-    """A random bf16 InternLM2 checkpoint of the 1.8B shape; returns its weight bytes."""
+def write_random_checkpoint(directory: Path, shard_bytes: int = 2 * 1024**3, realistic_logits: bool = False) -> int:
+    """A random bf16 InternLM2 checkpoint of the 1.8B shape; returns its weight bytes.
+
+    realistic_logits: RMSNorm weights 1 and an output head of std 4/sqrt(hidden), so the largest logits are ~20 as in
+    trained chat models (with every weight ~N(0, 0.02) they stay below 0.1, which hides precision effects)."""
     import torch
     from safetensors.torch import save_file
 
@@ -91,6 +94,12 @@ def write_random_checkpoint(directory: Path, shard_bytes: int = 2 * 1024**3) -> 
     for number, names in enumerate(groups, start=1):
         file = f"model-{number:05d}-of-{len(groups):05d}.safetensors"
         tensors = {n: torch.randn(shapes[n], dtype=torch.bfloat16) * 0.02 for n in names}
+        if realistic_logits:
+            for n in names:
+                if n.endswith("norm.weight"):
+                    tensors[n] = torch.ones(shapes[n], dtype=torch.bfloat16)
+                elif n == "output.weight":
+                    tensors[n] = torch.randn(shapes[n], dtype=torch.bfloat16) * (4 / c["hidden_size"] ** 0.5)
         save_file(tensors, str(directory / file), metadata={"format": "pt"})
         total += sum(t.numel() * 2 for t in tensors.values())
         weight_map.update({n: file for n in names})

@@ -261,8 +261,12 @@ def trainable_parameters(model) -> tuple[int, int]:
 
 def config_hash(model_dir: str | os.PathLike) -> str:
     """Hash of the architecture-defining config (what an adapter must match), independent of the path."""
+    return hash_config(json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")))
+
+
+def hash_config(config: dict) -> str:
+    """config_hash of a config.json's contents."""
     import hashlib
-    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
     keys = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
             "num_key_value_heads", "vocab_size", "head_dim", "tie_word_embeddings")
     canonical = json.dumps({k: config.get(k) for k in keys}, sort_keys=True)
