@@ -25,3 +25,21 @@ def ensure_data(kind: str, path: Path, smoke: bool = True) -> Path:
         raise TunebookError(f"{path} does not exist; run 01_persona_data / 02_colorist_dataset first, or give a data file")
     print(f"{path} was missing: wrote the default {kind} dataset there (run the {kind} notebook to make your own)")
     return path
+
+
+def ensure_adapter(kind: str, smoke: bool = True) -> Path:
+    """The adapter 03_qlora_training writes (work/train-<kind>/adapter); trained now, small, if it is missing."""
+    from helpers.notebook import choose_model, workdir
+    from helpers.train_config import TrainConfig
+    from helpers.training import train
+    adapter = workdir() / f"train-{kind}" / "adapter"
+    if (adapter / "tunebook.json").is_file():
+        return adapter
+    print(f"{adapter} not found: training one now with the {'smoke' if smoke else 'default'} settings "
+          "(run 03_qlora_training to train your own)")
+    data = ensure_data(kind, workdir() / "data" / f"{kind}.jsonl", smoke)
+    settings = dict(max_length=256, accumulative_counts=1, max_steps=80, lr=3e-3, lora_alpha=64, lora_dropout=0.0,
+                    save_steps=40, evaluation_freq=40) if smoke else {}
+    config = TrainConfig(model=str(choose_model("auto").path), data_path=str(data),
+                         output_dir=str(adapter.parent), evaluation_inputs=["请介绍一下你自己"], **settings)
+    return train(config).adapter_dir

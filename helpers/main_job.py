@@ -53,7 +53,7 @@ def summary(workdir: Path) -> list[str]:
             hit = next((s for s in samples if s["input"] == question and s["when"] == when), None)
             if hit:
                 lines.append(f"{when:<16} 问：{question}  答：{hit['output'][:120]}")
-    for label, path in (("adapter", workdir / "train-persona" / "adapter"), ("merged model", workdir / "merged")):
+    for label, path in (("adapter", workdir / "train-persona" / "adapter"), ("merged model", workdir / "merged-persona")):
         if path.exists():
             lines.append(f"{label:<16} {path}")
     return lines
