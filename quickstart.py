@@ -3,6 +3,7 @@
 
     python3 quickstart.py run     # set up, then run the five notebooks end to end (CPU smoke profile without a GPU)
     python3 quickstart.py test    # set up, then run the test suite (what CI runs)
+    python3 quickstart.py browser # set up, then drive 01_persona_data in a real JupyterLab (headless Chromium)
 
 Set-up is idempotent and quick when nothing changed. If the interpreter you run this with already has
 torch (Colab, an InternStudio conda env), the virtualenv sees it and torch is left alone; otherwise
@@ -82,7 +83,7 @@ def ensure_packages(python: Path, extras: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in ("run", "test"):
+    if len(argv) != 1 or argv[0] not in ("run", "test", "browser"):
         print(__doc__)
         return 2
     if sys.version_info < (3, 10):
@@ -95,6 +96,13 @@ def main(argv: list[str]) -> int:
         say("running the main job: python -m helpers run-all")
         return subprocess.run([str(python), "-m", "helpers", "run-all"], cwd=ROOT, env=env).returncode
     ensure_packages(python, "test")
+    if argv[0] == "browser":
+        say("checking for Chromium (installed with apt when missing and running as root)")
+        setup = subprocess.run([str(python), "tests/browser_setup.py"], cwd=ROOT, env=env)
+        if setup.returncode != 0:
+            return setup.returncode
+        say("running the JupyterLab browser test: python -m pytest -m browser")
+        return subprocess.run([str(python), "-m", "pytest", "-q", "-m", "browser"], cwd=ROOT, env=env).returncode
     say("running the tests: python -m pytest")
     return subprocess.run([str(python), "-m", "pytest", "-q"], cwd=ROOT, env=env).returncode
 

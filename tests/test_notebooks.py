@@ -53,4 +53,4 @@ def test_starts_with_the_import_check_and_a_guarded_colab_install(name):
     sources = [c.source for c in NOTEBOOKS[name].cells if c.cell_type == "code"]
     assert any('getattr(helpers, "TUNEBOOK", False)' in s for s in sources[:3])
     install = [s for s in sources if "pip" in s]
-    assert install and all(s.startswith("# NBVAL_SKIP") and '"google.colab" in sys.modules' in s for s in install)
+    assert install and all('if "google.colab" in sys.modules:' in s for s in install)  # a no-op elsewhere
