@@ -14,7 +14,7 @@ def ensure_data(kind: str, path: Path, smoke: bool = True) -> Path:
     if kind == "persona":
         from data_gen.persona import PersonaFacts, generate_persona, write_persona_set
         persona_set = generate_persona(PersonaFacts(name="伍鲜同志", model_description="上海AI实验室书生·浦语的1.8B大模型"),
-                                       n=100 if smoke else 2000, lang="zh" if smoke else "both", mix_with="builtin",
+                                       n=40 if smoke else 2000, lang="zh" if smoke else "both", mix_with="builtin",
                                        mix_ratio=0.6 if smoke else 0.2)
         write_persona_set(persona_set, path)
     elif kind == "colorist":
