@@ -40,6 +40,16 @@ def ensure_adapter(kind: str, smoke: bool = True) -> Path:
     data = ensure_data(kind, workdir() / "data" / f"{kind}.jsonl", smoke)
     settings = dict(max_length=256, accumulative_counts=1, max_steps=80, lr=3e-3, lora_alpha=64, lora_dropout=0.0,
                     save_steps=40, evaluation_freq=40) if smoke else {}
+    question = {"persona": "请介绍一下你自己", "colorist": "请给我一个像天空一样清澈透明的蓝色。"}.get(kind, "你好")
     config = TrainConfig(model=str(choose_model("auto").path), data_path=str(data),
-                         output_dir=str(adapter.parent), evaluation_inputs=["请介绍一下你自己"], **settings)
+                         output_dir=str(adapter.parent), evaluation_inputs=[question], **settings)
     return train(config).adapter_dir
+
+
+def find_adapter(kind: str, train_if_missing: bool) -> Path | None:
+    """The adapter of an earlier 03 run for `kind`, a small one trained now (smoke profile), or None."""
+    from helpers.notebook import workdir
+    adapter = workdir() / f"train-{kind}" / "adapter"
+    if (adapter / "tunebook.json").is_file():
+        return adapter
+    return ensure_adapter(kind, smoke=True) if train_if_missing else None
