@@ -21,8 +21,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from helpers.errors import TunebookError
-from helpers.generation import Sampling, answer
-from helpers.io import atomic_dir, atomic_file, write_json
+from helpers.generation import Sampling, answer, with_max_new_tokens
+from helpers.io import atomic_file, publish_dir, write_json
 from helpers.live_view import LiveView, TokenMeter
 from helpers.packing import collate_micro_batch, default_strategy
 from helpers.record import template_record, write_record
@@ -101,17 +101,14 @@ class ChatSamples(TrainerCallback):
                  path: Path, store: list[dict], sampling: Sampling = Sampling()):
         self.tokenizer, self.template, self.system, self.inputs = tokenizer, template, system, inputs
         self.every, self.path, self.store = every, path, store
-        self.sampling = Sampling(sampling.temperature, sampling.top_p, sampling.top_k, sampling.repetition_penalty,
-                                 max_new_tokens)
+        self.sampling = with_max_new_tokens(sampling, max_new_tokens)
         self.last_step = None
 
     def _run(self, model, step: int, when: str, max_new_tokens: int | None = None):
         if not self.inputs or step == self.last_step:
             return
         self.last_step = step
-        sampling = self.sampling if max_new_tokens is None else Sampling(
-            self.sampling.temperature, self.sampling.top_p, self.sampling.top_k, self.sampling.repetition_penalty,
-            max_new_tokens)
+        sampling = self.sampling if max_new_tokens is None else with_max_new_tokens(self.sampling, max_new_tokens)
         for question in self.inputs:
             text = answer(model, self.tokenizer, self.template, question, self.system, sampling=sampling)
             entry = {"step": step, "when": when, "input": question, "output": text}
@@ -200,7 +197,7 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
     done = _finished(output_dir, final_dir, run_digest)
     if done:
         return done
-    _check_resumable(output_dir, run_digest, rank)
+    _check_resumable(output_dir, run_digest)
 
     model_path = resolve_model(config.model)
     loaded_path = prepare_checkpoint(model_path, config.trust_remote_code)
@@ -286,7 +283,12 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
 
     from transformers import Trainer
     view = LiveView(meter, store, notebook=notebook)
-    chat = ChatSamples(tokenizer, config.template, system, config.evaluation_inputs, config.evaluation_freq,
+    inputs = config.evaluation_inputs
+    if config.deepspeed and "zero3" in str(config.deepspeed) and world_size > 1:
+        # ZeRO-3 partitions the weights: generating on rank 0 alone would wait forever for the other ranks.
+        print("in-training chat samples are off under ZeRO-3 with several processes; chat with the adapter afterwards")
+        inputs = []
+    chat = ChatSamples(tokenizer, config.template, system, inputs, config.evaluation_freq,
                        config.evaluation_max_new_tokens, output_dir / "chat_samples.jsonl", store)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, processing_class=tokenizer,
                       data_collator=partial(_collate, meter=meter, pad_token_id=_pad_id(tokenizer)),
@@ -299,11 +301,17 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
     record["training"].update({"steps": trainer.state.global_step, "epochs": trainer.state.epoch,
                                "seconds": round(time.time() - started, 1), "final_loss": _last_loss(view),
                                "resumed_from": resume})
+    # Every rank calls save_model (under ZeRO-3 it gathers the partitioned weights); rank 0 writes into a staging
+    # folder that becomes `final_dir` in one rename, so a half-saved adapter is never taken for a finished run.
+    staging = output_dir / f".{final_dir.name}.staging"
     if trainer.args.should_save:
-        with atomic_dir(final_dir, overwrite=True) as tmp:
-            trainer.model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            write_record(tmp, record)
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    if trainer.args.should_save:
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments: not for learners
+        tokenizer.save_pretrained(staging)
+        write_record(staging, record)
+        publish_dir(staging, final_dir)
         print(f"{'model' if config.mode == 'full' else 'adapter'} saved to {final_dir}")
     return TrainResult(output_dir, final_dir, trainer.state.global_step, view.losses, store, record, resume)
 
@@ -343,7 +351,7 @@ def _finished(output_dir: Path, final_dir: Path, run_digest: str) -> TrainResult
                        _read_jsonl(output_dir / "chat_samples.jsonl"), record)
 
 
-def _check_resumable(output_dir: Path, run_digest: str, rank: int) -> None:
+def _check_resumable(output_dir: Path, run_digest: str) -> None:
     run = output_dir / "run.json"
     if run.is_file() and json.loads(run.read_text(encoding="utf-8")).get("digest") != run_digest:
         if complete_checkpoints(output_dir):

@@ -81,6 +81,7 @@ def test_qlora_learns_the_persona_answers(tiny_model_dir, persona_file, tmp_path
     assert (result.output_dir / "chat_samples.jsonl").read_text(encoding="utf-8").count("\n") == 3
 
     adapter = result.adapter_dir
+    assert "training_args.bin" not in {p.name for p in adapter.iterdir()}  # no pickle in the learner-facing folder
     assert {"adapter_config.json", "adapter_model.safetensors", "tunebook.json", "tokenizer.json"} <= \
         {p.name for p in adapter.iterdir()}
     record = json.loads((adapter / "tunebook.json").read_text(encoding="utf-8"))
