@@ -103,13 +103,13 @@ class PeakMemory:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         else:
-            from helpers.live_view import _rss_bytes
+            from helpers.memory_plan import rss_bytes
             self._running = True
-            self.peak = _rss_bytes()
+            self.peak = rss_bytes()
 
             def sample():
                 while self._running:
-                    self.peak = max(self.peak, _rss_bytes())
+                    self.peak = max(self.peak, rss_bytes())
                     time.sleep(0.005)
             self._thread = threading.Thread(target=sample, daemon=True)
             self._thread.start()

@@ -78,6 +78,14 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(handle.fileno())
 
 
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Our own logs (loss.jsonl, chat_samples.jsonl): [] when the file is missing; blank lines skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
     count = 0
     with atomic_file(path) as handle:

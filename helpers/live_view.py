@@ -3,8 +3,6 @@ samples) or, outside a notebook, one plain log line per logging step."""
 from __future__ import annotations
 
 import html
-import os
-import resource
 import sys
 import time
 
@@ -25,17 +23,8 @@ def memory_now() -> tuple[str, float, float]:
     import torch
     if torch.cuda.is_available():
         return "GPU", torch.cuda.memory_allocated() / 2**30, torch.cuda.max_memory_allocated() / 2**30
-    rss = _rss_bytes() / 2**30
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 2**30
-    return "RAM", rss, peak
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
+    from helpers.memory_plan import peak_rss_gib, rss_bytes
+    return "RAM", rss_bytes() / 2**30, peak_rss_gib()
 
 
 def _duration(seconds: float) -> str:

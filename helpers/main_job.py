@@ -4,12 +4,12 @@ and after training, and where the executed notebooks, the adapter and the merged
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 from helpers.errors import TunebookError
+from helpers.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["00_environment", "01_persona_data", "02_colorist_dataset", "03_qlora_training", "04_merge_and_chat"]
@@ -45,10 +45,9 @@ def run_notebook(source: Path, target: Path, env: dict, timeout: int = 1800) -> 
 
 def summary(workdir: Path) -> list[str]:
     lines = []
-    samples_file = workdir / "train-persona" / "chat_samples.jsonl"
-    if samples_file.is_file():
-        samples = [json.loads(l) for l in samples_file.read_text(encoding="utf-8").splitlines() if l.strip()]
-        question = samples[0]["input"] if samples else None
+    samples = read_jsonl(workdir / "train-persona" / "chat_samples.jsonl")
+    if samples:
+        question = samples[0]["input"]
         for when in ("before training", "after training"):
             hit = next((s for s in samples if s["input"] == question and s["when"] == when), None)
             if hit:

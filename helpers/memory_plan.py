@@ -138,6 +138,22 @@ def estimate(shape: Shape, plan: Plan = Plan()) -> Estimate:
     return Estimate(weights, lora, activations, logits, paged)
 
 
+def rss_bytes() -> int:
+    """Current resident memory of this process (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / GIB
+
+
 def load_shape(model_dir: str | os.PathLike) -> Shape:
     return Shape.from_config(json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")))
 

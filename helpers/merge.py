@@ -26,15 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.checkpoint_shards import SAFE_INDEX, SAFE_SINGLE
 from helpers.errors import TunebookError
+from helpers.memory_plan import peak_rss_gib
 
 DEFAULT_PROBE = "请介绍一下你自己"
 DTYPES = ("auto", "bf16", "fp16", "fp32")
@@ -254,10 +253,6 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, max_shard_size
     return MergeResult(out, dtype_name(target_dtype), len(plan), weight_check["tensors"], len(lora.weights),
                        weight_check, logits_check, round(time.time() - started, 2), round(merge_peak, 3),
                        round(peak_rss_gib(), 3), internlm2_dir)
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 def main(argv: list[str] | None = None) -> int:

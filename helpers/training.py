@@ -22,7 +22,7 @@ from transformers import TrainerCallback
 
 from helpers.errors import TunebookError
 from helpers.generation import Sampling, answer, with_max_new_tokens
-from helpers.io import atomic_file, publish_dir, write_json
+from helpers.io import atomic_file, publish_dir, read_jsonl, write_json
 from helpers.live_view import LiveView, TokenMeter
 from helpers.packing import collate_micro_batch, default_strategy
 from helpers.record import template_record, write_record
@@ -346,9 +346,9 @@ def _finished(output_dir: Path, final_dir: Path, run_digest: str) -> TrainResult
                           "or delete the old one")
     record = json.loads((final_dir / "tunebook.json").read_text(encoding="utf-8"))
     print(f"already trained: {final_dir} (delete {output_dir} to train again)")
-    losses = [(e["step"], e["loss"]) for e in _read_jsonl(output_dir / "loss.jsonl")]
+    losses = [(e["step"], e["loss"]) for e in read_jsonl(output_dir / "loss.jsonl")]
     return TrainResult(output_dir, final_dir, record.get("training", {}).get("steps", 0), losses,
-                       _read_jsonl(output_dir / "chat_samples.jsonl"), record)
+                       read_jsonl(output_dir / "chat_samples.jsonl"), record)
 
 
 def _check_resumable(output_dir: Path, run_digest: str) -> None:
@@ -357,12 +357,6 @@ def _check_resumable(output_dir: Path, run_digest: str) -> None:
         if complete_checkpoints(output_dir):
             raise ConfigError(f"{output_dir} holds checkpoints of a run with different settings (see its run.json); "
                               "resuming them would mix two trainings. Choose a new output_dir or delete the old one")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _print_summary(config: TrainConfig, record: dict, data, plan, tokenizer) -> None:
