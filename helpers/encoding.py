@@ -98,6 +98,8 @@ class Encoder:
         self.max_length = max_length
         self.system = system
         self.bos, self.eos = bos_eos_ids(tokenizer)
+        if self.template is not None and self.template.spells_bos(tokenizer.bos_token):
+            self.bos = []  # the template's own opening token is the BOS (ChatML tokenizers, e.g. SmolLM2)
         if self.template is not None and self.template.needs_eos and not self.eos:
             raise TunebookError(f"template {self.template.name!r} appends the tokenizer's EOS, but this tokenizer "
                                 "has no eos_token; set tokenizer.eos_token or use a template with SUFFIX_AS_EOS")

@@ -7,7 +7,7 @@ import sys
 from helpers.conversation import with_default_system
 from helpers.errors import TunebookError
 from helpers.formats import load_conversations
-from helpers.templates import (HF_TEMPLATE, PROMPT_TEMPLATES, SYSTEM_TEMPLATES, describe, get_template,
+from helpers.templates import (HF_TEMPLATE, SYSTEM_TEMPLATES, TEMPLATES, describe, get_template,
                                render_text, resolve_system, segments)
 
 OPEN, CLOSE = "⟦", "⟧"  # trained-span marks; brackets of this shape almost never occur in training data
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.action == "list":
-        for name, template in PROMPT_TEMPLATES.items():
+        for name, template in TEMPLATES.items():
             print(name if args.names else f"{name}\n{describe(template)}")
         if not args.names:
             print("\nsystem templates (--system-template):")

@@ -32,6 +32,15 @@ class PromptTemplate:
     def needs_eos(self) -> bool:
         return not self.suffix_as_eos
 
+    def spells_bos(self, bos_token: str | None) -> bool:
+        """Whether every prompt of this template already opens with the tokenizer's BOS spelling.
+
+        ChatML tokenizers such as SmolLM2's name `<|im_start|>` their BOS: XTuner's rule (BOS before each
+        prompt) would then write `<|im_start|><|im_start|>user`. Such a BOS is left out; every other pair of
+        template and tokenizer (InternLM2's `<s>`, Llama 3's `<|begin_of_text|>`, ...) keeps XTuner's BOS."""
+        openings = [self.instruction] + ([self.system] if self.system is not None else [])
+        return bool(bos_token) and all(text.startswith(bos_token) for text in openings)
+
     def control_tokens(self) -> list[str]:
         """Spellings in this template that a chat tokenizer registers as single special tokens."""
         found = []
@@ -119,6 +128,14 @@ PROMPT_TEMPLATES: dict[str, PromptTemplate] = {t.name: t for t in [
                    suffix="<|end|>", suffix_as_eos=True, sep="\n", stop_words=("<|end|>",)),
 ]}
 
+# Templates tunebook adds beside XTuner's (same semantics). "chatml" is the plain ChatML of SmolLM2 and many chat
+# models: the same strings as internlm2_chat, under the name a learner looks for; its only stop word is <|im_end|>.
+EXTRA_TEMPLATES: dict[str, PromptTemplate] = {t.name: t for t in [
+    PromptTemplate("chatml", system=_CHATML_SYSTEM, instruction=_CHATML_INSTRUCTION, suffix="<|im_end|>",
+                   suffix_as_eos=True, sep="\n", stop_words=("<|im_end|>",)),
+]}
+TEMPLATES: dict[str, PromptTemplate] = {**PROMPT_TEMPLATES, **EXTRA_TEMPLATES}
+
 # XTuner's SYSTEM_TEMPLATE texts, verbatim (each ends with a newline, which the rendered prompt keeps).
 SYSTEM_TEMPLATES: dict[str, str] = {
     "moss_sft": ("You are an AI assistant whose name is {bot_name}.\nCapabilities and tools that {bot_name} can possess.\n"
@@ -136,6 +153,8 @@ SYSTEM_TEMPLATES: dict[str, str] = {
 }
 
 HF_TEMPLATE = "hf"  # pseudo-name: use the tokenizer's own chat_template (see helpers.hf_template)
+AUTO_TEMPLATE = "auto"  # pseudo-name: the model's own (helpers.models.model_template), resolved before use
+DEFAULT_TEMPLATE = "internlm2_chat"  # the camp's; models without a known template of their own get it
 
 
 class TemplateError(TunebookError, ValueError):
@@ -146,9 +165,9 @@ def get_template(name: str) -> PromptTemplate:
     if isinstance(name, PromptTemplate):
         return name
     try:
-        return PROMPT_TEMPLATES[name]
+        return TEMPLATES[name]
     except KeyError:
-        raise TemplateError(f"unknown prompt template {name!r}; choose one of: {', '.join(PROMPT_TEMPLATES)} "
+        raise TemplateError(f"unknown prompt template {name!r}; choose one of: {', '.join(TEMPLATES)} "
                             f"(or '{HF_TEMPLATE}' to use the tokenizer's own chat_template). "
                             "List them with: python -m helpers templates list") from None
 
@@ -319,7 +338,10 @@ def to_jinja(template: PromptTemplate | str) -> str:
     system_part = ""
     if t.system is not None:
         system_part = "{% if ns.system %}" + _jinja_fill(t.system, {"system": "ns.system"}) + "{% endif %}"
-    prompt = ("{% if ns.bos %}{{ bos_token or '' }}{% endif %}" + system_part
+    # The same BOS rule as encoding (PromptTemplate.spells_bos), decided by the tokenizer the template is saved in.
+    openings = [t.instruction] + ([t.system] if t.system is not None else [])
+    spelled = " and ".join(f"not {json.dumps(o, ensure_ascii=False)}.startswith(bos_token)" for o in openings)
+    prompt = ("{% if ns.bos and bos_token and " + spelled + " %}{{ bos_token }}{% endif %}" + system_part
               + _jinja_fill(t.instruction, {"input": "ns.input", "round": "ns.round"}))
     answer = ("{{ message['content'] }}" + (_jinja_literal(t.suffix) if t.suffix else "")
               + ("{{ eos_token or '' }}" if t.needs_eos else "") + (_jinja_literal(t.sep) if t.sep else ""))

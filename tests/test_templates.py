@@ -121,7 +121,7 @@ CONVERSATIONS = {
 }
 
 
-@pytest.mark.parametrize("name", list(PROMPT_TEMPLATES))
+@pytest.mark.parametrize("name", list(PROMPT_TEMPLATES) + ["chatml"])
 @pytest.mark.parametrize("case", list(CONVERSATIONS))
 def test_exported_chat_template_renders_identically(tiny_tokenizer, name, case):
     from helpers.templates import conversation_to_messages
@@ -143,3 +143,30 @@ def test_chat_template_follows_openai_map_fn(tiny_tokenizer):
                 {"role": "assistant", "content": "ok"}]
     assert tok.apply_chat_template(messages, tokenize=False) == (
         "<s><|im_start|>system\nS<|im_end|>\n<|im_start|>user\nab<|im_end|>\n<|im_start|>assistant\nok<|im_end|>\n")
+
+
+# ---- ChatML for SmolLM2: its tokenizer's BOS *is* <|im_start|> ----
+
+def _chatml_bos_tokenizer(tiny_tokenizer):
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.bos_token = "<|im_start|>"          # as SmolLM2's tokenizer names it
+    tok.chat_template = to_jinja("chatml")
+    return tok
+
+
+def test_chatml_strings_and_a_bos_spelled_by_the_template_is_not_doubled(tiny_tokenizer):
+    from helpers.encoding import Encoder
+    from helpers.templates import conversation_to_messages, get_template
+    conv = Conversation([Turn("hi", "hello", system="S")])
+    assert training_text("chatml", conv, bos="", eos="<|im_end|>") == (
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n")
+    assert get_template("chatml").stop_words == ("<|im_end|>",)
+    tok = _chatml_bos_tokenizer(tiny_tokenizer)
+    assert get_template("chatml").spells_bos(tok.bos_token) and not get_template("chatml").spells_bos("<s>")
+    ids = Encoder(tok, "chatml", max_length=256).encode(conv).input_ids
+    text = tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    assert text.startswith("<|im_start|>system\nS") and "<|im_start|><|im_start|>" not in text
+    assert tok.apply_chat_template(conversation_to_messages(conv), tokenize=False) == text
+    # the camp's tokenizer (<s>) keeps XTuner's BOS, in encoding and in the exported template alike
+    ids = Encoder(tiny_tokenizer, "chatml", max_length=256).encode(conv).input_ids
+    assert ids[0] == tiny_tokenizer.bos_token_id
