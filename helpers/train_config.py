@@ -31,8 +31,11 @@ class TrainConfig:
     # -- data
     data_path: str = ""                    # .json/.jsonl dataset (required)
     data_format: str = "auto"              # auto | conversation | openai | alpaca | colorist | sharegpt | pretrain
-    template: str = "internlm2_chat"       # XTuner PROMPT_TEMPLATE name, or "hf" for the tokenizer's own
+    template: str = "auto"                 # auto = the model's own (SmolLM2: chatml, else internlm2_chat); an
+                                           # XTuner PROMPT_TEMPLATE name; or "hf" for the tokenizer's chat_template
     system: str = ""                       # system prompt for records without one; also used for chat samples
+    general_answers: str = "data"          # data = train on the general records' answers as written; base = on the
+                                           # base model's own answers to them (self-distillation, helpers.base_answers)
     max_length: int = 2048                 # tokens per sample / per packed row
     pack: bool = True                      # pack_to_max_length: steps see ~batch_size*max_length tokens per micro-batch
     batching: str = "auto"                 # how those tokens are batched: auto (fastest measured) | packed | grouped | padded
@@ -53,6 +56,8 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     lora_target_modules: list[str] | str = "all-linear"  # all linear layers except the output head
+    lora_top_layers: int = 0               # 0 = LoRA in every layer; N = only in the N layers nearest the output:
+                                           # backward then stops there (much faster on CPU), the rest is frozen
     # -- checkpoints and chat samples
     save_steps: int = 500
     save_total_limit: int = 2              # keep this many checkpoints (-1 = all)
@@ -71,10 +76,10 @@ class TrainConfig:
         from helpers.formats import FORMATS
         from helpers.models import MODES
         from helpers.packing import STRATEGIES
-        from helpers.templates import HF_TEMPLATE, get_template
+        from helpers.templates import AUTO_TEMPLATE, HF_TEMPLATE, get_template
         if self.mode not in MODES:
             raise ConfigError(f"mode: unknown {self.mode!r}; choose one of: {', '.join(MODES)}")
-        if self.template != HF_TEMPLATE:
+        if self.template not in (HF_TEMPLATE, AUTO_TEMPLATE):
             try:
                 get_template(self.template)
             except TunebookError as err:
@@ -89,6 +94,12 @@ class TrainConfig:
                      "logging_steps", "lora_r"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.general_answers not in ("data", "base"):
+            raise ConfigError(f"general_answers: must be data (answers as written) or base (the base model's own), "
+                              f"got {self.general_answers!r}")
+        if self.lora_top_layers < 0:
+            raise ConfigError(f"lora_top_layers: must be 0 (every layer) or a number of layers, got "
+                              f"{self.lora_top_layers}")
         if self.max_steps <= 0 and self.max_epochs <= 0:
             raise ConfigError("max_epochs / max_steps: set one of them to a positive number")
         if self.lr <= 0:
@@ -166,6 +177,26 @@ def _coerce(key: str, value, source: str):
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: {key} must be a {type(default).__name__}, got {value!r}") from None
     return value
+
+
+RECIPES = Path(__file__).parent / "assets" / "recipes"   # measured settings shipped with tunebook
+
+
+def recipe_path(name: str) -> Path:
+    path = RECIPES / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+        raise ConfigError(f"no recipe {name!r}; shipped recipes: {known}")
+    return path
+
+
+def recipe_values(name: str) -> dict:
+    """The settings of a shipped recipe (helpers/assets/recipes/<name>.yaml) as a dict, checked like a config."""
+    import yaml
+    path = recipe_path(name)
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    from_dict(values, str(path))   # unknown keys / wrong types fail here, naming the file
+    return values
 
 
 def load_yaml(path: str | os.PathLike) -> TrainConfig:

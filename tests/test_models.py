@@ -109,3 +109,33 @@ def test_qlora_trains_an_internlm2_checkpoint_without_remote_code(tmp_path):
     assert record["lora"]["target_modules"] == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
                                                 "v_proj"]
     assert len(result.losses) == 3 and len(result.samples) == 2
+
+
+def test_lora_on_the_top_layers_only(tiny_model_dir):
+    from helpers.errors import TunebookError
+    from helpers.models import LoraSettings, apply_lora, load_model
+    model = load_model(tiny_model_dir, "lora", "fp32")
+    layers = model.config.num_hidden_layers
+    peft_model = apply_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0, top_layers=1))
+    with_lora = {name.split(".layers.")[1].split(".")[0] for name, _ in peft_model.named_parameters()
+                 if "lora_A" in name}
+    assert with_lora == {str(layers - 1)}
+    linear = {n.split(".")[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A")}
+    assert "lm_head" not in linear and {"q_proj", "down_proj"} <= linear
+    with pytest.raises(TunebookError, match=f"lora_top_layers: {layers + 1} is more than the model's {layers}"):
+        apply_lora(load_model(tiny_model_dir, "lora", "fp32"), LoraSettings(top_layers=layers + 1))
+
+
+def test_auto_template_is_the_models_own(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from helpers.models import model_template, resolve_template
+    from helpers.pypi_models import MARKER
+    assert model_template(tiny_model_dir) == "internlm2_chat"
+    assert resolve_template("auto", tiny_model_dir) == "internlm2_chat"
+    assert resolve_template("qwen_chat", tiny_model_dir) == "qwen_chat"
+    smol = tmp_path / "smol"
+    shutil.copytree(tiny_model_dir, smol)
+    (smol / MARKER).write_text(json.dumps({"template": "chatml"}))
+    assert resolve_template("auto", smol) == "chatml"

@@ -225,8 +225,9 @@ def test_xtuner_camp3_config_maps_to_the_dataclass():
 
 def test_defaults_are_the_camp_config():
     config = TrainConfig()
+    # template "auto": the model's own (internlm2_chat for InternLM2, chatml for SmolLM2; test_models checks both)
     assert (config.model, config.template, config.max_length, config.pack) == ("internlm2-chat-1_8b",
-                                                                               "internlm2_chat", 2048, True)
+                                                                               "auto", 2048, True)
     assert (config.batch_size, config.accumulative_counts, config.max_epochs, config.lr) == (1, 16, 3, 2e-4)
     assert (config.lora_r, config.lora_alpha, config.lora_dropout) == (64, 16, 0.1)
 
