@@ -15,6 +15,7 @@ from pathlib import Path
 
 from helpers.errors import TunebookError
 from helpers.formats import DataFileError, load_conversations
+from helpers.base_answers import GENERAL_KEY
 from helpers.general_set import general_questions, load_general, training_record
 
 BUILTIN = "builtin"
@@ -93,7 +94,8 @@ def mix(persona: list[dict], general: list[dict], *, mix_ratio: float | None = N
         note = (f"the general set ({source or 'given'}) has only {available} records but {asked} needs {wanted}; "
                 f"using all {available} once, so the persona share is {share:.3f}. Pass --allow-repeats to repeat "
                 "general records, or --mix a larger general dataset file")
-    records = list(persona) + chosen
+    # Marked so that training can answer them with the base model itself (TrainConfig.general_answers: base).
+    records = list(persona) + [{**r, GENERAL_KEY: True} for r in chosen]
     rng.shuffle(records)
     return MixResult(records=records, persona=len(persona), general=len(chosen), general_wanted=wanted,
                      general_available=available, repeats=repeats, source=source, dropped_eval=dropped_eval, note=note)

@@ -21,7 +21,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from helpers.errors import TunebookError
-from helpers.generation import Sampling, answer, with_max_new_tokens
+from helpers.generation import Sampling, answer_batch, with_max_new_tokens
 from helpers.io import atomic_file, publish_dir, read_jsonl, write_json
 from helpers.live_view import LiveView, TokenMeter
 from helpers.packing import collate_micro_batch, default_strategy
@@ -34,7 +34,7 @@ MARKER = "tunebook_checkpoint.json"
 RESUME_KEYS = ("model", "mode", "dtype", "data_path", "data_format", "template", "system", "max_length", "pack",
                "batching", "batch_size", "accumulative_counts", "max_epochs", "max_steps", "lr", "betas",
                "weight_decay", "max_norm", "warmup_ratio", "optim", "lora_r", "lora_alpha", "lora_dropout",
-               "lora_target_modules", "seed")
+               "lora_target_modules", "lora_top_layers", "general_answers", "seed")
 
 
 @dataclass
@@ -109,8 +109,8 @@ class ChatSamples(TrainerCallback):
             return
         self.last_step = step
         sampling = self.sampling if max_new_tokens is None else with_max_new_tokens(self.sampling, max_new_tokens)
-        for question in self.inputs:
-            text = answer(model, self.tokenizer, self.template, question, self.system, sampling=sampling)
+        texts = answer_batch(model, self.tokenizer, self.template, self.inputs, self.system, sampling=sampling)
+        for question, text in zip(self.inputs, texts):
             entry = {"step": step, "when": when, "input": question, "output": text}
             self.store.append(entry)
             with open(self.path, "a", encoding="utf-8") as handle:
@@ -202,19 +202,25 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
     model_path = resolve_model(config.model)
     loaded_path = prepare_checkpoint(model_path, config.trust_remote_code)
     from helpers.encoding import load_tokenizer
+    from helpers.models import resolve_template
     tokenizer = load_tokenizer(loaded_path, trust_remote_code=config.trust_remote_code)
-    if config.template != HF_TEMPLATE:
-        tokenizer.chat_template = to_jinja(config.template)  # the saved tokenizer carries the training format
+    template = resolve_template(config.template, loaded_path)
+    if template != HF_TEMPLATE:
+        tokenizer.chat_template = to_jinja(template)  # the saved tokenizer carries the training format
     system = config.system
 
     from helpers import training_data
+    data_path, replayed = config.data_path, None
+    if config.general_answers == "base":
+        replayed = _base_answers(config, loaded_path, template, system, output_dir, rank)
+        data_path = str(replayed.path)
     cache_dir = output_dir / "data_cache"
     try:
-        data = training_data.prepare(config.data_path, config.data_format, tokenizer, config.template,
+        data = training_data.prepare(data_path, config.data_format, tokenizer, template,
                                      config.max_length, system, cache_dir, rank)
     except TunebookError as err:
         if rank == 0:
-            training_data.mark_failed(cache_dir, config.data_path, config.data_format, tokenizer, config.template,
+            training_data.mark_failed(cache_dir, data_path, config.data_format, tokenizer, template,
                                       config.max_length, system, str(err))
         raise
     device = device_kind()
@@ -236,7 +242,8 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
     if config.mode != "full":
         targets = config.lora_target_modules
         model = apply_lora(model, LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout,
-                                               targets if isinstance(targets, str) else tuple(targets)))
+                                               targets if isinstance(targets, str) else tuple(targets),
+                                               top_layers=config.lora_top_layers))
     trainable, total = trainable_parameters(model)
 
     optim = choose_optimizer(config, device)
@@ -245,11 +252,14 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
     record = {
         "base_model": {"name": config.model, "path": str(model_path), "loaded_path": str(loaded_path),
                        "config_hash": config_hash(loaded_path)},
-        "template": template_record(config.template), "system": system, "mode": config.mode,
+        "template": template_record(template), "system": system, "mode": config.mode,
         "lora": None if config.mode == "full" else {"r": config.lora_r, "alpha": config.lora_alpha,
                                                     "dropout": config.lora_dropout,
-                                                    "target_modules": lora_targets(model)},
+                                                    "target_modules": lora_targets(model),
+                                                    "top_layers": config.lora_top_layers or None},
         "data": {"path": config.data_path, "format": data.format, "records": data.records,
+                 "general_answers": None if replayed is None else {"from": "base", "file": str(replayed.path),
+                                                                    "answered": replayed.answered},
                  "samples": data.stats.samples, "tokens": data.stats.tokens,
                  "trained_tokens": data.stats.trained_tokens, "truncated": data.stats.truncated,
                  "dropped": data.stats.dropped_prompt_too_long + data.stats.dropped_no_trained},
@@ -288,7 +298,7 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
         # ZeRO-3 partitions the weights: generating on rank 0 alone would wait forever for the other ranks.
         print("in-training chat samples are off under ZeRO-3 with several processes; chat with the adapter afterwards")
         inputs = []
-    chat = ChatSamples(tokenizer, config.template, system, inputs, config.evaluation_freq,
+    chat = ChatSamples(tokenizer, template, system, inputs, config.evaluation_freq,
                        config.evaluation_max_new_tokens, output_dir / "chat_samples.jsonl", store)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, processing_class=tokenizer,
                       data_collator=partial(_collate, meter=meter, pad_token_id=_pad_id(tokenizer)),
@@ -314,6 +324,37 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
         publish_dir(staging, final_dir)
         print(f"{'model' if config.mode == 'full' else 'adapter'} saved to {final_dir}")
     return TrainResult(output_dir, final_dir, trainer.state.global_step, view.losses, store, record, resume)
+
+
+def _base_answers(config: TrainConfig, loaded_path: Path, template: str, system: str, output_dir: Path, rank: int):
+    """The training file with the general records answered by the base model (helpers.base_answers), made once per
+    run folder by rank 0 (other ranks wait for it); a resumed run reuses it."""
+    from helpers.base_answers import FILE_NAME, BaseAnswers, general_positions, read_plain_records, with_base_answers
+    from helpers.training_data import file_digest
+    out = output_dir / FILE_NAME
+    stamp = output_dir / f"{FILE_NAME}.source"   # digest of the data file it was made from
+    source = file_digest(config.data_path)
+    if rank == 0 and not (out.is_file() and stamp.is_file() and stamp.read_text() == source):
+        from helpers.base_answers import MAX_NEW_TOKENS
+        from helpers.generation import GREEDY
+        from helpers.models import load_for_inference
+        output_dir.mkdir(parents=True, exist_ok=True)
+        base = load_for_inference(loaded_path, template=template, system=system)
+        sampling = with_max_new_tokens(GREEDY, MAX_NEW_TOKENS)
+        made = with_base_answers(config.data_path, out, lambda questions, systems: answer_batch(
+            base.model, base.tokenizer, template, questions, [s or system for s in systems], sampling))
+        del base
+        stamp.write_text(source)
+        print(f"general_answers: base -- {made.answered} general answers from the base model in {made.seconds:.0f} s "
+              f"-> {out}")
+        return made
+    deadline = time.time() + 6 * 3600
+    while not (stamp.is_file() and stamp.read_text() == source):
+        if time.time() > deadline:
+            raise TunebookError(f"rank {rank}: rank 0 did not write {out} in time")
+        time.sleep(0.5)
+    records = read_plain_records(out)
+    return BaseAnswers(out, len(general_positions(records)), 0, 0.0)
 
 
 def _collate(items, meter: TokenMeter, pad_token_id: int):
