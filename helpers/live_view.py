@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import sys
 import time
+from collections import deque
 
 from transformers import TrainerCallback
 
@@ -58,6 +59,43 @@ class TokenMeter:
         self.computed += batch["labels"].numel()
 
 
+class StepRate:
+    """tokens/s and seconds per optimizer step, averaged over the last `window` optimizer steps.
+
+    Why a window of steps and not "since the last print": the collator counts a batch when it is built, chat
+    samples pause training, and one step may be short or long; a per-interval figure then swings (0, 61, 866 tok/s
+    for steady work). Over a fixed window of whole steps those effects average out, and the ETA uses the same
+    figure, so the two never disagree.
+    """
+
+    def __init__(self, window: int = 20):
+        self.points: deque[tuple[float, int, int]] = deque(maxlen=window + 1)   # (time, step, tokens)
+
+    def add(self, now: float, step: int, tokens: int) -> None:
+        if self.points and step <= self.points[-1][1]:   # same step seen again (train end): keep the first time
+            return
+        self.points.append((now, step, tokens))
+
+    def _span(self) -> tuple[float, int, int] | None:
+        if len(self.points) < 2:
+            return None
+        (t0, s0, n0), (t1, s1, n1) = self.points[0], self.points[-1]
+        return max(t1 - t0, 1e-9), s1 - s0, n1 - n0
+
+    def tokens_per_second(self) -> float | None:
+        """None until one optimizer step has finished."""
+        span = self._span()
+        return None if span is None else span[2] / span[0]
+
+    def seconds_per_step(self) -> float | None:
+        span = self._span()
+        return None if span is None else span[0] / span[1]
+
+    def eta(self, steps_left: int) -> float | None:
+        per_step = self.seconds_per_step()
+        return None if per_step is None else per_step * max(0, steps_left)
+
+
 class LiveView(TrainerCallback):
     """One view for the whole run; `samples` is shared with the chat-sample callback."""
 
@@ -66,25 +104,21 @@ class LiveView(TrainerCallback):
         self.notebook = in_notebook() if notebook is None else notebook
         self.out = out or sys.stdout
         self.losses: list[tuple[int, float]] = []
-        self.started = self.last_time = time.time()
-        self.last_tokens = 0
-        self.tokens_per_second = 0.0
+        self.started = time.time()
+        self.rate = StepRate()
         self.lr = 0.0
-        self.first_step = 0
         self.widgets = None
 
     # -- trainer events
     def on_train_begin(self, args, state, control, **kwargs):
-        self.started = self.last_time = time.time()
-        self.first_step = state.global_step
+        self.started = time.time()
+        self.rate = StepRate()
+        self.rate.add(self.started, state.global_step, self.meter.tokens)
         if self.notebook:
             self._build_widgets(state.max_steps)
 
     def on_step_end(self, args, state, control, **kwargs):
-        now = time.time()
-        if now - self.last_time >= 1.0 or state.global_step == state.max_steps:
-            self.tokens_per_second = (self.meter.tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
-            self.last_time, self.last_tokens = now, self.meter.tokens
+        self.rate.add(time.time(), state.global_step, self.meter.tokens)
         if self.widgets:
             self._update_widgets(state)
 
@@ -104,15 +138,13 @@ class LiveView(TrainerCallback):
 
     # -- text
     def status_line(self, state) -> str:
-        done = state.global_step - self.first_step
-        left = state.max_steps - state.global_step
         elapsed = time.time() - self.started
-        eta = elapsed / done * left if done else 0
+        speed, eta = self.rate.tokens_per_second(), self.rate.eta(state.max_steps - state.global_step)
         kind, used, peak = memory_now()
         loss = f"{self.losses[-1][1]:.4f}" if self.losses else "-"
         return (f"step {state.global_step}/{state.max_steps} | loss {loss} | lr {self.lr:.2e} | "
-                f"{self.tokens_per_second:,.0f} tok/s | {kind} {used:.2f} GB (peak {peak:.2f}) | "
-                f"elapsed {_duration(elapsed)} | ETA {_duration(eta)}")
+                f"{'measuring' if speed is None else f'{speed:,.0f}'} tok/s | {kind} {used:.2f} GB (peak {peak:.2f}) | "
+                f"elapsed {_duration(elapsed)} | ETA {'-' if eta is None else _duration(eta)}")
 
     # -- notebook widgets
     def _build_widgets(self, max_steps: int):
