@@ -24,13 +24,14 @@ from typing import Sequence
 from helpers.cli import positive_int
 from helpers.colorist_eval import ColoristReport, colorist_report
 from helpers.errors import TunebookError
-from helpers.generation import GREEDY, answer, with_max_new_tokens
+from helpers.generation import GREEDY, answer_batch, with_max_new_tokens
 from helpers.io import write_jsonl
 from helpers.persona_eval import PersonaReport, persona_report
 
 PERSONA_MAX_NEW_TOKENS = 64    # a persona sentence fits; a 复读机 shows in the first sentence anyway
 COLORIST_MAX_NEW_TOKENS = 16   # '#rrggbb' plus a little room for chatter around it
 ADAPTER_OFF = "adapter-off"
+EVAL_BATCH_SIZE = 16           # prompts per generate call: 5.4x one at a time on 2 CPU cores (SmolLM2, measured)
 
 
 # ---------------------------------------------------------------- generation
@@ -46,8 +47,8 @@ def _adapter_off(model):
 
 def generate_answers(im, questions: Sequence[str], systems: Sequence[str] | None = None,
                      max_new_tokens: int = PERSONA_MAX_NEW_TOKENS, adapter_off: bool = False, desc: str = "answering",
-                     progress: bool = True) -> list[str]:
-    """Greedy answers of an InferenceModel (helpers.models) to `questions`, one at a time, in eval mode.
+                     progress: bool = True, batch_size: int = EVAL_BATCH_SIZE) -> list[str]:
+    """Greedy answers of an InferenceModel (helpers.models) to `questions`, in batches (helpers.generation.answer_batch).
 
     systems: one system prompt per question (default: the model's training system prompt for all).
     adapter_off: answer as the base model by switching the PEFT adapter off for the duration."""
@@ -57,11 +58,10 @@ def generate_answers(im, questions: Sequence[str], systems: Sequence[str] | None
     systems = [im.system] * len(questions) if systems is None else list(systems)
     if len(systems) != len(questions):
         raise ValueError(f"{len(questions)} questions but {len(systems)} system prompts")
-    im.model.eval()
-    with _adapter_off(im.model) if adapter_off else contextlib.nullcontext():
-        return [answer(im.model, im.tokenizer, im.template, q, s, sampling=sampling)
-                for q, s in tqdm(list(zip(questions, systems)), desc=desc, unit="q", leave=False,
-                                 disable=not progress)]
+    with tqdm(total=len(questions), desc=desc, unit="q", leave=False, disable=not progress) as bar, \
+            (_adapter_off(im.model) if adapter_off else contextlib.nullcontext()):
+        return answer_batch(im.model, im.tokenizer, im.template, list(questions), systems, sampling,
+                            batch_size=batch_size, progress=bar.update)
 
 
 def reached_limit(tokenizer, answers: Sequence[str], max_new_tokens: int) -> int:

@@ -157,7 +157,9 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, max_shard_size
           overwrite: bool = False, progress=print) -> MergeResult:
     """Merge `adapter` into `base`, write OUT atomically, verify, return what was done.
 
-    check_logits: None = when the model fits in memory (decided from its size and free RAM / GPU memory)."""
+    check_logits: None = when the model fits in memory (decided from its size and free RAM / GPU memory).
+    progress: where the step messages go (None: nowhere)."""
+    progress = progress or (lambda *_: None)
     from transformers.utils.hub import convert_file_size_to_int
 
     from helpers.checkpoint_shards import tensor_headers

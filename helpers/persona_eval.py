@@ -22,6 +22,9 @@ persona correct   share of the persona generator's held-out questions (paraphras
 similarity        how close the answers to the general questions stay to the base model's answers to the same
 to base           questions: the mean of bigram_f1(answer, base answer) below (1.0 for the base itself). It catches
                   damage the marker test cannot see (an answer turned to noise, or the same off-topic sentence).
+answer quality    the mean bigram_f1 of the general answers to the shipped reference answers, before and after:
+                  whether training made the general answers better or worse (a small base scores low either way;
+                  the difference is what counts).
 """
 from __future__ import annotations
 
@@ -110,12 +113,14 @@ def bigram_f1(candidate: str, reference: str) -> float:
 
 def persona_scores(items: Sequence[PersonaItem], persona_answers: Sequence[str], general_questions: Sequence[str],
                    general_answers: Sequence[str], markers: Sequence[str],
-                   base_answers: Sequence[str] | None = None) -> dict:
-    """Scores of one model. base_answers: the base model's answers to the same general questions (None: unknown).
+                   base_answers: Sequence[str] | None = None,
+                   general_references: Sequence[str] | None = None) -> dict:
+    """Scores of one model. base_answers: the base model's answers to the same general questions (None: unknown);
+    general_references: the reference answers of those questions (None: no answer-quality score).
 
-    Returns {"persona_n", "persona_correct", "general_n", "repeat_rate", "similarity_to_base", "persona_problems"
-    (per item), "general_slips" (per question), "similarity" (per question, or None)}; a share is None when its set
-    is empty.
+    Returns {"persona_n", "persona_correct", "general_n", "repeat_rate", "similarity_to_base", "answer_quality",
+    "persona_problems" (per item), "general_slips" (per question), "similarity" and "quality" (per question, or
+    None)}; a share is None when its set is empty.
     """
     if len(items) != len(persona_answers):
         raise ValueError(f"{len(items)} persona questions but {len(persona_answers)} answers")
@@ -125,13 +130,22 @@ def persona_scores(items: Sequence[PersonaItem], persona_answers: Sequence[str],
         raise ValueError(f"{len(general_answers)} general answers but {len(base_answers)} base answers")
     problems = [answer_problems(a, item.expect) for item, a in zip(items, persona_answers)]
     slipped = [slips(a, markers, q) for q, a in zip(general_questions, general_answers)]
+    if general_references is not None and len(general_references) != len(general_answers):
+        raise ValueError(f"{len(general_answers)} general answers but {len(general_references)} references")
     similarity = None if base_answers is None else [bigram_f1(a, b) for a, b in zip(general_answers, base_answers)]
+    quality = None if general_references is None else [bigram_f1(a, r) for a, r in
+                                                        zip(general_answers, general_references)]
     return {"persona_n": len(items),
             "persona_correct": _share(not p for p in problems),
             "general_n": len(general_questions),
             "repeat_rate": _share(bool(s) for s in slipped),
-            "similarity_to_base": sum(similarity) / len(similarity) if similarity else None,
-            "persona_problems": problems, "general_slips": slipped, "similarity": similarity}
+            "similarity_to_base": _mean(similarity),
+            "answer_quality": _mean(quality),
+            "persona_problems": problems, "general_slips": slipped, "similarity": similarity, "quality": quality}
+
+
+def _mean(values: Sequence[float] | None) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _share(flags: Iterable[bool]) -> float | None:
@@ -143,16 +157,19 @@ def _share(flags: Iterable[bool]) -> float | None:
 
 METRICS = (("persona_correct", "persona correct", percent),
            ("repeat_rate", "复读机 rate", percent),
-           ("similarity_to_base", "similarity to base", number))
+           ("similarity_to_base", "similarity to base", number),
+           ("answer_quality", "answer quality", number))
 # ASCII only: matplotlib's default font has no CJK glyphs (复读机 would print as boxes and warn)
-CHART_LABELS = ("persona correct", "persona slips\n(repeater rate)", "similarity\nto base")
+CHART_LABELS = ("persona correct", "persona slips\n(repeater rate)", "similarity\nto base",
+                "answer quality\n(F1 to reference)")
 
 
 def comparison_rows(before: dict | None, after: dict) -> tuple[list[str], list[list[str]]]:
     """(headers, rows) of the before/after table; without `before` only the after column."""
     labels = {"persona_correct": f"persona correct (held-out identity, n={after['persona_n']})",
               "repeat_rate": f"复读机 rate (general questions, n={after['general_n']})",
-              "similarity_to_base": "similarity to base (general, mean bigram F1)"}
+              "similarity_to_base": "similarity to base (general, mean bigram F1)",
+              "answer_quality": "answer quality (general, bigram F1 to reference)"}
     headers = ["metric", *(["before"] if before is not None else []), "after"]
     rows = []
     for key, _, show in METRICS:
@@ -169,7 +186,7 @@ def persona_table_html(before: dict | None, after: dict) -> str:
 
 
 def persona_chart(before: dict | None, after: dict, title: str = "persona fine-tune: before vs after"):
-    """Grouped bars (persona correct, 复读机 rate, similarity to base), one colour per model, all on a 0-1 scale.
+    """Grouped bars (persona correct, 复读机 rate, similarity to base, answer quality), one colour per model, all on a 0-1 scale.
 
     A matplotlib Figure made without pyplot, so a notebook shows it once (display it, or leave it last in a cell)."""
     from matplotlib.figure import Figure
@@ -237,6 +254,8 @@ class PersonaReport:
                 row[f"{side}_slips"] = scores["general_slips"][i]
             if self.after["similarity"] is not None:
                 row["similarity_to_base"] = self.after["similarity"][i]
+            for side, scores, _ in self._sides():
+                row[f"{side}_quality"] = scores["quality"][i]
             out.append(row)
         return out
 
@@ -252,9 +271,11 @@ def persona_report(items: Sequence[PersonaItem], general: list[dict], after_answ
     marker_list = persona_markers((i.expect for i in items), markers)
     questions = [g["question"] for g in general]
     base_general = before_answers[1] if before_answers is not None else None
-    after = persona_scores(items, after_answers[0], questions, after_answers[1], marker_list, base_general)
+    references = [g["reference"] for g in general]
+    after = persona_scores(items, after_answers[0], questions, after_answers[1], marker_list, base_general, references)
     before = None if before_answers is None else persona_scores(items, before_answers[0], questions,
-                                                                before_answers[1], marker_list, base_general)
+                                                                before_answers[1], marker_list, base_general,
+                                                                references)
     return PersonaReport(list(items), general, marker_list, after, tuple(after_answers), before,
                          None if before_answers is None else tuple(before_answers), before_label)
 

@@ -226,3 +226,19 @@ def test_widget_errors_show_in_the_box_and_state_serialises(fresh, monkeypatch):
     assert render_transcript([], "<q>", "a<b") == (
         '<div style="margin:4px 0"><b>你 / You</b>: <span style="white-space:pre-wrap">&lt;q&gt;</span></div>'
         '<div style="margin:4px 0"><b>模型 / Model</b>: <span style="white-space:pre-wrap">a&lt;b▌</span></div>')
+
+
+# ---- batched generation (evaluation, in-training samples) ----------------------------------------------------
+
+def test_batched_greedy_answers_equal_one_at_a_time(session):
+    from helpers.generation import answer, answer_batch, with_max_new_tokens
+    questions = ["请介绍一下你自己", "你是谁？", "Who are you?", "1+1=?", "请给我介绍五个上海的景点，越详细越好", "hi"]
+    systems = ["", "", "", "You are a calculator.", "", ""]
+    sampling = with_max_new_tokens(GREEDY, 24)
+    model, tokenizer, template = session.model, session.tokenizer, session.template
+    one_by_one = [answer(model, tokenizer, template, q, s, sampling=sampling) for q, s in zip(questions, systems)]
+    done = []
+    batched = answer_batch(model, tokenizer, template, questions, systems, sampling, batch_size=4,
+                           progress=done.append)
+    assert batched == one_by_one
+    assert done == [4, 2] and len(set(batched)) > 1     # two batches of mixed prompt lengths; not one repeated answer

@@ -85,9 +85,10 @@ def test_trained_questions_go_from_wrong_to_right(persona_run, run_cli, tmp_path
     assert "before = the same model with the adapter switched off" in out
     table = _table(out)
     assert table["header"] == ["metric", "before", "after"]
-    assert list(table) == ["header", "persona correct", "复读机 rate", "similarity to"]
+    assert list(table) == ["header", "persona correct", "复读机 rate", "similarity to", "answer quality"]
     assert table["persona correct"][0] == "0.0%" and _share(table["persona correct"][1]) > 0.0
     assert table["复读机 rate"][0] == "0.0%" and table["similarity to"][0] == "1.000"
+    assert all(0.0 <= float(value) <= 1.0 for value in table["answer quality"])   # F1 to the references
     rows = _jsonl(out_file)
     assert [r["set"] for r in rows] == ["persona"] * 4 + ["general"] * 4
     assert all(NAME not in r["before"] for r in rows)          # the random base never says the name
@@ -134,8 +135,9 @@ def test_merged_model_uses_its_recorded_base_or_reports_after_only(persona_run, 
     assert code == 0, err
     assert "note: no before column" in out and "--base BASE" in out
     table = _table(out)
-    assert list(table) == ["header", "persona correct", "复读机 rate", "similarity to"]
+    assert list(table) == ["header", "persona correct", "复读机 rate", "similarity to", "answer quality"]
     assert table["header"] == ["metric", "after"] and table["similarity to"] == ["—"]
+    assert float(table["answer quality"][0]) >= 0.0          # needs only the references, not the base
 
 
 @pytest.fixture(scope="module")

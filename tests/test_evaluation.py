@@ -22,13 +22,10 @@ COLOURS = {"sky blue": "#66ccff", "pure red": "#ff0000", "grass": "#00ff00"}
 
 
 class FakeModel:
-    """Stands in for a (PEFT) model: records eval(); the fake `answer` below asks it what to say."""
+    """Stands in for a (PEFT) model: the fake `answer_batch` below asks it what to say."""
 
     def __init__(self, name, tuned):
-        self.name, self.tuned, self.off, self.training = name, tuned, False, True
-
-    def eval(self):
-        self.training = False
+        self.name, self.tuned, self.off = name, tuned, False
 
     def reply(self, question):
         if self.tuned and not self.off:
@@ -53,12 +50,15 @@ class FakePeftModel(FakeModel):
 def calls(monkeypatch):
     seen = []
 
-    def fake_answer(model, tokenizer, template, question, system="", sampling=None, **kwargs):
-        seen.append({"model": model.name, "off": model.off, "training": model.training, "question": question,
-                     "system": system, "template": template, "max_new_tokens": sampling.max_new_tokens,
-                     "greedy": sampling.greedy})
-        return model.reply(question)
-    monkeypatch.setattr(evaluation, "answer", fake_answer)
+    def fake_answer_batch(model, tokenizer, template, questions, systems, sampling, batch_size=16, progress=None):
+        answers = []
+        for question, system in zip(questions, systems):
+            seen.append({"model": model.name, "off": model.off, "question": question, "system": system,
+                         "template": template, "max_new_tokens": sampling.max_new_tokens, "greedy": sampling.greedy})
+            answers.append(model.reply(question))
+        progress(len(answers))
+        return answers
+    monkeypatch.setattr(evaluation, "answer_batch", fake_answer_batch)
     return seen
 
 
@@ -86,8 +86,8 @@ def test_before_is_the_same_model_with_the_adapter_off(calls, heldout):
     questions = [c["question"] for c in calls]
     assert questions[:2] == [i.question for i in report.items] and len(calls) == 12   # (2 + 4) x after, before
     assert [c["off"] for c in calls] == [False] * 6 + [True] * 6
-    assert {(c["system"], c["template"], c["max_new_tokens"], c["greedy"], c["training"]) for c in calls} == {
-        ("SYS", "internlm2_chat", 64, True, False)}
+    assert {(c["system"], c["template"], c["max_new_tokens"], c["greedy"]) for c in calls} == {
+        ("SYS", "internlm2_chat", 64, True)}
     assert [g["id"] for g in report.general] == ["zh-001", "zh-003", "en-001", "en-003"]   # zh and en in turn
     assert report.before == {**report.before, "persona_correct": 0.0, "repeat_rate": 0.0, "similarity_to_base": 1.0}
     first_base = "base answer: 为什么天空是蓝色的？"

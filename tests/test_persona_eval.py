@@ -130,25 +130,30 @@ def test_bigram_f1_known_values():
 
 # ---------------------------------------------------------------- tables and chart
 
-BEFORE = {"persona_n": 50, "persona_correct": 0.0, "general_n": 70, "repeat_rate": 0.0, "similarity_to_base": 1.0}
-AFTER = {"persona_n": 50, "persona_correct": 0.64, "general_n": 70, "repeat_rate": 9 / 70, "similarity_to_base": 0.4123}
+BEFORE = {"persona_n": 50, "persona_correct": 0.0, "general_n": 70, "repeat_rate": 0.0, "similarity_to_base": 1.0,
+          "answer_quality": 0.3012}
+AFTER = {"persona_n": 50, "persona_correct": 0.64, "general_n": 70, "repeat_rate": 9 / 70, "similarity_to_base": 0.4123,
+         "answer_quality": 0.2875}
 
 
 def test_text_table_exact():
     assert persona_table(BEFORE, AFTER) == (
-        "metric                                        before  after\n"
-        "--------------------------------------------  ------  -----\n"
-        "persona correct (held-out identity, n=50)       0.0%  64.0%\n"
-        "复读机 rate (general questions, n=70)           0.0%  12.9%\n"   # 复读机 is 6 columns wide
-        "similarity to base (general, mean bigram F1)   1.000  0.412")
+        "metric                                            before  after\n"
+        "------------------------------------------------  ------  -----\n"
+        "persona correct (held-out identity, n=50)           0.0%  64.0%\n"
+        "复读机 rate (general questions, n=70)               0.0%  12.9%\n"   # 复读机 is 6 columns wide
+        "similarity to base (general, mean bigram F1)       1.000  0.412\n"
+        "answer quality (general, bigram F1 to reference)   0.301  0.287")
     only_after = persona_table(None, {**AFTER, "similarity_to_base": None})
-    assert only_after.splitlines()[0].split() == ["metric", "after"] and only_after.endswith("F1)      —")
+    assert only_after.splitlines()[0].split() == ["metric", "after"]
+    assert only_after.splitlines()[-2].endswith("F1)          —")
 
 
 def test_html_table():
     html = persona_table_html(BEFORE, AFTER)
     assert "<th>metric</th><th>before</th><th>after</th>" in html
     assert "<tr><td>复读机 rate (general questions, n=70)</td><td>0.0%</td><td>12.9%</td></tr>" in html
+    assert "<tr><td>answer quality (general, bigram F1 to reference)</td><td>0.301</td><td>0.287</td></tr>" in html
 
 
 def test_chart_has_grouped_bars_with_labels():
@@ -157,13 +162,13 @@ def test_chart_has_grouped_bars_with_labels():
     assert isinstance(figure, Figure)
     axis = figure.axes[0]
     assert len(axis.containers) == 2
-    assert [p.get_height() for p in axis.containers[0]] == [0.0, 0.0, 1.0]
-    assert [p.get_height() for p in axis.containers[1]] == [0.64, 9 / 70, 0.4123]
+    assert [p.get_height() for p in axis.containers[0]] == [0.0, 0.0, 1.0, 0.3012]
+    assert [p.get_height() for p in axis.containers[1]] == [0.64, 9 / 70, 0.4123, 0.2875]
     assert [t.get_text() for t in axis.get_xticklabels()] == list(CHART_LABELS)
     assert [t.get_text() for t in axis.get_legend().get_texts()] == ["before", "after"]
-    assert [t.get_text() for t in axis.texts] == ["0.00", "0.00", "1.00", "0.64", "0.13", "0.41"]
+    assert [t.get_text() for t in axis.texts] == ["0.00", "0.00", "1.00", "0.30", "0.64", "0.13", "0.41", "0.29"]
     lone = persona_chart(None, {**AFTER, "similarity_to_base": None}).axes[0]
-    assert len(lone.containers) == 1 and [t.get_text() for t in lone.texts] == ["0.64", "0.13", "n/a"]
+    assert len(lone.containers) == 1 and [t.get_text() for t in lone.texts] == ["0.64", "0.13", "n/a", "0.29"]
 
 
 def test_report_records(items, general):
