@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up tunebook in ./.venv and run the main job or the tests. Needs nothing but Python >= 3.10.
 
-    python3 quickstart.py run     # set up, then run the five notebooks end to end (CPU smoke profile without a GPU)
+    python3 quickstart.py run     # set up, then run the five notebooks end to end (SmolLM2 on a CPU, InternLM2 on a GPU)
     python3 quickstart.py test    # set up, then run the test suite (what CI runs)
     python3 quickstart.py browser # set up, then drive 01_persona_data in a real JupyterLab (headless Chromium)
 
@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import os
 import subprocess
+import time
 import sys
 import venv
 from pathlib import Path
@@ -89,12 +90,15 @@ def main(argv: list[str]) -> int:
     if sys.version_info < (3, 10):
         say(f"Python >= 3.10 is needed; this is {sys.version.split()[0]}")
         return 1
+    started = time.time()
     python = ensure_venv()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if argv[0] == "run":
         ensure_packages(python, "lab")
-        say("running the main job: python -m helpers run-all")
-        return subprocess.run([str(python), "-m", "helpers", "run-all"], cwd=ROOT, env=env).returncode
+        say(f"set-up done in {time.time() - started:.0f} s; running the main job: python -m helpers run-all")
+        code = subprocess.run([str(python), "-m", "helpers", "run-all"], cwd=ROOT, env=env).returncode
+        say(f"all done in {time.time() - started:.0f} s (set-up included)")
+        return code
     ensure_packages(python, "test")
     if argv[0] == "browser":
         say("checking for Chromium (installed with apt when missing and running as root)")

