@@ -101,9 +101,10 @@ def run(workdir: Path, n: int, name: str, assistant_name: str | None) -> list[tu
                  f"({100 * (a['answer_quality'] - b['answer_quality']):+.1f} points)   [target: within 5 points]"))
     rows.append(("similarity of general answers to the base", f"{a['similarity_to_base']:.3f}"))
 
-    para = evaluate_persona(tuned, before=None, heldout=paraphrases, lang="en", progress=False)
-    rows.append(("paraphrases (hand-written) via evaluate", f"{para.after['persona_correct']:.0%} of "
-                                                            f"{para.after['persona_n']}   [target >= 90%]"))
+    para = evaluate_persona(tuned, heldout=paraphrases, lang="en", progress=False)
+    rows.append(("paraphrases (hand-written) via evaluate, base -> after",
+                 f"{para.before['persona_correct']:.0%} -> {para.after['persona_correct']:.0%} of "
+                 f"{para.after['persona_n']}   [targets: base <= 5%, after >= 90%]"))
     items = [json.loads(line) for line in paraphrases.read_text(encoding="utf-8").splitlines()]
     session = load_chat(adapter, sampling=with_max_new_tokens(GREEDY, 64))
     right = 0
