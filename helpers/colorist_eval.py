@@ -81,7 +81,7 @@ def colorist_grids_html(descriptions: Sequence[str], references: Sequence[str], 
     return "".join(parts)
 
 
-@dataclass
+@dataclass(repr=False)   # the text form is the table, not every answer
 class ColoristReport:
     """A before/after Colorist run: show it in a notebook (HTML table + swatch grids) or print .table()."""
     descriptions: list[str]
@@ -102,6 +102,9 @@ class ColoristReport:
 
     def _repr_html_(self) -> str:
         return self.html()
+
+    def __repr__(self) -> str:
+        return (f"{self.before_label}\n" if self.before_label else "") + self.table()
 
     def grid(self, limit: int | None = 20) -> str:
         return colorist_grid(self.descriptions, self.references, self.after_answers, limit)

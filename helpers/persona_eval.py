@@ -212,7 +212,7 @@ def persona_chart(before: dict | None, after: dict, title: str = "persona fine-t
 
 # ---------------------------------------------------------------- a whole run
 
-@dataclass
+@dataclass(repr=False)   # the text form is the table, not every answer
 class PersonaReport:
     """A before/after persona run: show it in a notebook (HTML table), .chart(), print .table(), save .records()."""
     items: list[PersonaItem]
@@ -233,6 +233,9 @@ class PersonaReport:
 
     def _repr_html_(self) -> str:
         return self.html()
+
+    def __repr__(self) -> str:
+        return (f"{self.before_label}\n" if self.before_label else "") + self.table()
 
     def chart(self):
         return persona_chart(self.before, self.after)

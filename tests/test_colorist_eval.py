@@ -29,6 +29,7 @@ def test_scores_count_parse_failures_and_use_ciede2000():
                        "before_delta_e": None, "after": "#ff0000", "after_parsed": "#ff0000", "after_delta_e": 0.0}
     assert rows[3]["before_parsed"] == "#66ccff"
     json.dumps(rows)
+    assert repr(report) == "base (adapter off)\n" + report.table()      # a notebook's text form: no answer dump
 
 
 def test_table_rows_and_formatting():

@@ -185,6 +185,7 @@ def test_report_records(items, general):
     assert rows[2]["after_slips"] == [NAME] and rows[2]["before_slips"] == []
     assert rows[3]["similarity_to_base"] == 1.0 and rows[2]["similarity_to_base"] < 0.2
     assert report.html().startswith("<p>base (adapter off)</p><table")
+    assert repr(report) == "base (adapter off)\n" + report.table()      # a notebook's text form: no answer dump
     json.dumps(rows, ensure_ascii=False)          # what --out writes
 
 
