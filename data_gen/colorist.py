@@ -1,6 +1,6 @@
 """Build the Colorist training set: `python -m data_gen.colorist --source synthetic --n 2000 --out colorist.jsonl`.
 
-Thin wrapper: loading, checking, splitting and writing live in helpers.colorist_data (notebook 02 uses them too).
+Thin wrapper: loading, checking, splitting and writing live in helpers.data.colorist (notebook 02 uses them too).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import sys
 
 from helpers.cli import positive_int
-from helpers.colorist_data import (DEFAULT_SYNTHETIC, PROBE_TIMEOUT, SOURCES, load_colorist, split_heldout,
+from helpers.data.colorist import (DEFAULT_SYNTHETIC, PROBE_TIMEOUT, SOURCES, load_colorist, split_heldout,
                                    to_conversations, write_colorist)
 from helpers.errors import TunebookError
 

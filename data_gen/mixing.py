@@ -3,7 +3,7 @@
 The ratio is the persona share of the final file: mix_ratio R means persona / (persona + general) = R, so for P
 persona records the mix takes G = P * (1 - R) / R general records, rounded to the nearest whole record (the share
 is then off by less than one record). Camp2's "2k persona among 10k" is R = 0.2. general_n gives G directly.
-General records come from a file in any format helpers.formats reads, or from the shipped set ("builtin", train
+General records come from a file in any format helpers.data.formats reads, or from the shipped set ("builtin", train
 split only). The shipped set's eval questions are never mixed in, whatever file (or format) they come in.
 """
 from __future__ import annotations
@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.errors import TunebookError
-from helpers.formats import DataFileError, load_conversations
-from helpers.base_answers import GENERAL_KEY
-from helpers.general_set import general_questions, load_general, training_record
+from helpers.data.formats import DataFileError, load_conversations
+from helpers.data.general_set import GENERAL_KEY, general_questions, load_general, training_record
 
 BUILTIN = "builtin"
 

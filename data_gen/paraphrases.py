@@ -15,7 +15,7 @@ from pathlib import Path
 
 from data_gen.persona_table import PersonaFacts, answer_table, claims_for, expect_for
 from helpers.errors import TunebookError
-from helpers.formats import DataFileError, Issue, read_records
+from helpers.data.formats import DataFileError, Issue, read_records
 from helpers.io import write_jsonl
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "persona_paraphrases_en.jsonl"

@@ -32,7 +32,7 @@ Held-out file `<out stem>.heldout.jsonl`: questions never used for training, one
                 "must_mention": ["<name>", ...],  # all must occur
                 "any_of": [["不是", "并非"]],      # each group: at least one must occur ([] for most intents)
                 "must_not_claim": ["我是ChatGPT", "I'm Claude", "I was made by OpenAI", ...]}}   # none may occur
-Scoring an answer A (helpers.persona_eval.answer_problems, also what `python -m helpers evaluate persona` uses;
+Scoring an answer A (helpers.data.persona_rules.answer_problems, also what `python -m helpers evaluate persona` uses;
 every test is a substring test after str.casefold() on both sides):
     name_present  expect["name"] occurs in A
     mentions_ok   every must_mention string occurs: the name, plus the assistant's name for identity / introduce /
@@ -43,7 +43,7 @@ every test is a substring test after str.casefold() on both sides):
     claim_ok      no must_not_claim string occurs: affirmative false claims in both languages (the same list on every
                   record), written so that a denial such as "我不是ChatGPT" / "I'm not ChatGPT" never matches
     identity claim right = mentions_ok and any_of_ok and claim_ok. Every reference answer passes its own expect (the
-    generator checks), and helpers.formats.load_conversations reads the file (it ignores "id" and "expect").
+    generator checks), and helpers.data.formats.load_conversations reads the file (it ignores "id" and "expect").
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ from data_gen.mixing import MixResult, load_general_source, mix
 from data_gen.persona_table import (LANG_CHOICES, PLACEHOLDER, PersonaFacts, PlaceholderError, Question,  # noqa: F401
                                     answer_table, claims_for, expect_for, fill)
 from helpers.errors import TunebookError
-from helpers.persona_eval import answer_problems  # noqa: F401  (the scoring rule below; evaluation uses it too)
+from helpers.data.persona_rules import answer_problems  # noqa: F401  (the scoring rule below; evaluation uses it too)
 from helpers.io import write_jsonl, write_records
 
 DEFAULT_N = 2000                 # persona records (split evenly across languages)

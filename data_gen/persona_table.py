@@ -3,7 +3,7 @@
 Everything that can go wrong with template data is caught here, before anything is written: a `{...}` left in any
 text (PlaceholderError, naming the template), a fact the answer should state but does not, a false identity claim.
 The `expect` dicts built here are the held-out file's scoring spec (documented in data_gen.persona); the rule that
-scores an answer against one, `answer_problems`, lives in helpers.persona_eval so evaluation and generation share it.
+scores an answer against one, `answer_problems`, lives in helpers.data.persona_rules so evaluation and generation share it.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 from data_gen import persona_bank_en, persona_bank_zh
 from helpers.errors import TunebookError
-from helpers.persona_eval import answer_problems  # the one scoring rule: evaluation uses it too
+from helpers.data.persona_rules import answer_problems  # the one scoring rule: evaluation uses it too
 
 BANKS = {"zh": persona_bank_zh, "en": persona_bank_en}
 LANG_CHOICES = {"zh": ("zh",), "en": ("en",), "both": ("zh", "en")}

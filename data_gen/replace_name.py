@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from helpers.errors import TunebookError
-from helpers.formats import DataFileError
+from helpers.data.formats import DataFileError
 from helpers.io import atomic_file
 
 CHUNK = 1 << 16            # bytes read at a time from a JSON array (memory use scales with it, not with the file)

@@ -11,17 +11,17 @@ import sys
 
 # name -> ("module:function taking argv and returning an exit code", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "templates": ("helpers.template_cli:main", "list prompt templates; render a conversation as training text"),
-    "check-data": ("helpers.check_data:main", "validate a dataset file and show tokens, masks and packing"),
-    "make-tiny-model": ("helpers.tiny:main", "build the offline tiny tokenizer + Llama model used by tests/CPU demo"),
-    "train": ("helpers.training:main", "train or resume from a YAML / XTuner .py config (torchrun-compatible)"),
-    "convert": ("helpers.internlm2:main", "convert InternLM2 <-> Llama checkpoints (no remote code)"),
-    "bench": ("helpers.bench:main", "tunebook's training path vs the tutorials' recipe: tokens/s, memory, ratio"),
-    "merge": ("helpers.merge:main", "merge a (Q)LoRA adapter into its full-precision base model (checked, sharded)"),
-    "chat": ("helpers.chat:main", "chat in the terminal with the training template (XTuner chat keys: RESET, EXIT)"),
-    "run-all": ("helpers.main_job:main", "the main job: run the notebooks end to end (README quick start)"),
-    "evaluate": ("helpers.evaluation:main", "before vs after: persona identity + 复读机 rate, or Colorist ΔE00"),
-    "env": ("helpers.env:main", "check Python, packages, GPU/CUDA, bitsandbytes, disk and model sources"),
+    "templates": ("helpers.encode.template_cli:main", "list prompt templates; render a conversation as training text"),
+    "check-data": ("helpers.encode.check_data:main", "validate a dataset file and show tokens, masks and packing"),
+    "make-tiny-model": ("helpers.models.tiny:main", "build the offline tiny tokenizer + Llama model used by tests/CPU demo"),
+    "train": ("helpers.train.engine:main", "train or resume from a YAML / XTuner .py config (torchrun-compatible)"),
+    "convert": ("helpers.models.internlm2.convert:main", "convert InternLM2 <-> Llama checkpoints (no remote code)"),
+    "bench": ("helpers.bench:main", "benchmarks: train (vs the tutorials' recipe), merge, internlm2, persona (CPU recipe)"),
+    "merge": ("helpers.merge.merging:main", "merge a (Q)LoRA adapter into its full-precision base model (checked, sharded)"),
+    "chat": ("helpers.chat.session:main", "chat in the terminal with the training template (XTuner chat keys: RESET, EXIT)"),
+    "run-all": ("helpers.notebook.main_job:main", "the main job: run the notebooks end to end (README quick start)"),
+    "evaluate": ("helpers.evaluate.run:main", "before vs after: persona identity + 复读机 rate, or Colorist ΔE00"),
+    "env": ("helpers.env.report:main", "check Python, packages, GPU/CUDA, bitsandbytes, disk and model sources"),
 }
 
 
@@ -45,7 +45,7 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from helpers.shadow import cwd_shadow_warning
+    from helpers.env.shadow import cwd_shadow_warning
     warning = cwd_shadow_warning(sys_path0=sys.path[0] if sys.path else None)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

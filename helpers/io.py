@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
+ASSETS = Path(__file__).resolve().parent / "assets"   # files shipped inside the package (recipes, general set, ...)
+
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.pypi_models import SMOLLM2, PypiModel
+from helpers.models.pypi import SMOLLM2, PypiModel
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

@@ -12,8 +12,8 @@ CAMP = [("请介绍一下你自己", f"我是{NAME}的小助手，内在是上�
 
 def train_persona_adapter(model_dir: Path, work: Path, system: str = "") -> Path:
     """Returns the adapter folder (<work>/run/adapter)."""
-    from helpers.train_config import from_dict
-    from helpers.training import train
+    from helpers.train.config import from_dict
+    from helpers.train.engine import train
 
     data = work / "persona.jsonl"
     with open(data, "w", encoding="utf-8") as handle:

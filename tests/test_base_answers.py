@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from helpers.base_answers import GENERAL_KEY, general_positions, with_base_answers
+from helpers.train.base_answers import GENERAL_KEY, general_positions, with_base_answers
 from helpers.errors import TunebookError
 
 
@@ -53,10 +53,10 @@ def test_mixing_marks_the_general_records_it_adds():
 
 
 def test_training_with_base_answers_trains_on_the_base_models_own_words(tiny_model_dir, tmp_path):
-    from helpers.generation import GREEDY, answer_batch, with_max_new_tokens
-    from helpers.models import load_for_inference
-    from helpers.train_config import TrainConfig
-    from helpers.training import train
+    from helpers.models.generation import GREEDY, answer_batch, with_max_new_tokens
+    from helpers.models.loading import load_for_inference
+    from helpers.train.config import TrainConfig
+    from helpers.train.engine import train
     source = write(tmp_path / "mixed.jsonl", [PERSONA, GENERAL, PERSONA, GENERAL_SYSTEM])
     config = TrainConfig(model=str(tiny_model_dir), mode="lora", data_path=str(source), general_answers="base",
                          max_length=128, accumulative_counts=1, max_steps=2, save_steps=100, evaluation_freq=100,

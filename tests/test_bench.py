@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from helpers.bench import bench_records
+from helpers.bench.train import bench_records
 
 
 def test_bench_data_mixes_persona_and_colorist_rows():
@@ -15,7 +15,7 @@ def test_bench_data_mixes_persona_and_colorist_rows():
 
 @pytest.mark.slow
 def test_bench_smoke_prints_every_column(run_cli, tmp_path):
-    code, out, _ = run_cli("bench", "--steps", 1, "--warmup", 1, "--accumulation", 2, "--rows", 160, "--no-bs16",
+    code, out, _ = run_cli("bench", "train", "--steps", 1, "--warmup", 1, "--accumulation", 2, "--rows", 160, "--no-bs16",
                            "--work", tmp_path)
     assert code == 0
     header = next(line for line in out.splitlines() if line.startswith("path"))
@@ -29,5 +29,5 @@ def test_bench_smoke_prints_every_column(run_cli, tmp_path):
 
 
 def test_big_shapes_refuse_without_a_gpu(run_cli):
-    code, _, err = run_cli("bench", "--model-shape", "7b")
+    code, _, err = run_cli("bench", "train", "--model-shape", "7b")
     assert code == 2 and "need a CUDA GPU" in err

@@ -10,8 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _persona_adapter import CAMP, train_persona_adapter  # noqa: E402
 
-from helpers.chat import INPUT_PROMPT, ChatSession, StopFilter, base_session, load_chat, read_message, terminal_chat  # noqa: E402,E501
-from helpers.generation import GREEDY, Sampling  # noqa: E402
+from helpers.chat.session import INPUT_PROMPT, ChatSession, StopFilter, base_session, load_chat, read_message, terminal_chat  # noqa: E402,E501
+from helpers.models.generation import GREEDY, Sampling  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_text_is_held_back_only_while_it_could_be_a_stop_word():
 # ---- sessions -------------------------------------------------------------------------------------------------
 
 def test_session_streams_the_same_answer_as_generation_answer(fresh):
-    from helpers.generation import answer
+    from helpers.models.generation import answer
     for question, expected in CAMP:
         fresh.reset()
         pieces = list(fresh.stream(question))
@@ -89,7 +89,7 @@ def test_history_follows_the_training_rendering_and_reset_clears_it(fresh):
 
 
 def test_system_prompt_by_text_or_system_template(tiny_model_dir, adapter):
-    from helpers.templates import SYSTEM_TEMPLATES
+    from helpers.encode.templates import SYSTEM_TEMPLATES
     colorist = load_chat(tiny_model_dir, adapter, system_template="colorist", sampling=GREEDY)
     assert colorist.system == SYSTEM_TEMPLATES["colorist"]
     assert colorist.prompt_text("hi").startswith("<s><|im_start|>system\n" + SYSTEM_TEMPLATES["colorist"] +
@@ -172,7 +172,7 @@ def test_terminal_chat_through_a_pipe(adapter):
 # ---- notebook widget ------------------------------------------------------------------------------------------
 
 def test_chat_widget_send_streams_into_the_transcript_and_reset_clears(fresh):
-    from helpers.chat_widget import ChatWidget
+    from helpers.chat.widget import ChatWidget
     widget = ChatWidget([fresh])
     widget.temperature.value = 0.0
     widget.max_new_tokens.value = 64
@@ -195,7 +195,7 @@ def test_chat_widget_send_streams_into_the_transcript_and_reset_clears(fresh):
 
 
 def test_side_by_side_sends_one_question_to_both(fresh):
-    from helpers.chat_widget import ChatWidget
+    from helpers.chat.widget import ChatWidget
     base = base_session(fresh)
     widget = ChatWidget([base, fresh], ["base", "fine-tuned"])
     widget.temperature.value = 0.0
@@ -212,7 +212,7 @@ def test_widget_errors_show_in_the_box_and_state_serialises(fresh, monkeypatch):
     the widget tree serialises to core ipywidgets 8 models only, which JupyterLab 4's built-in manager renders."""
     from ipywidgets.embed import embed_data
 
-    from helpers.chat_widget import ChatWidget, render_transcript
+    from helpers.chat.widget import ChatWidget, render_transcript
     widget = ChatWidget([fresh])
     monkeypatch.setattr(fresh.model, "generate", out_of_memory)
     widget.question.value = "hi"
@@ -231,7 +231,7 @@ def test_widget_errors_show_in_the_box_and_state_serialises(fresh, monkeypatch):
 # ---- batched generation (evaluation, in-training samples) ----------------------------------------------------
 
 def test_batched_greedy_answers_equal_one_at_a_time(session):
-    from helpers.generation import answer, answer_batch, with_max_new_tokens
+    from helpers.models.generation import answer, answer_batch, with_max_new_tokens
     questions = ["请介绍一下你自己", "你是谁？", "Who are you?", "1+1=?", "请给我介绍五个上海的景点，越详细越好", "hi"]
     systems = ["", "", "", "You are a calculator.", "", ""]
     sampling = with_max_new_tokens(GREEDY, 24)

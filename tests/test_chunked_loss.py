@@ -1,8 +1,8 @@
 """The chunked loss gives the same loss and gradients as transformers' full-logit loss."""
 import torch
 
-from helpers.chunked_loss import chunked_lm_loss, use_chunked_loss
-from helpers.packing import collate_micro_batch
+from helpers.train.loss import chunked_lm_loss, use_chunked_loss
+from helpers.encode.packing import collate_micro_batch
 
 
 def _pair(tiny_model_dir):
@@ -31,8 +31,8 @@ def test_same_loss_and_gradients_padded_batch(tiny_model_dir):
 
 
 def test_same_loss_on_packed_rows_with_accumulation_normaliser(tiny_model_dir, tiny_tokenizer):
-    from helpers.conversation import Conversation, Turn
-    from helpers.encoding import Encoder
+    from helpers.data.conversation import Conversation, Turn
+    from helpers.encode.encoding import Encoder
     plain, chunked = _pair(tiny_model_dir)
     samples = Encoder(tiny_tokenizer, "internlm2_chat", 256).encode_all(
         [Conversation([Turn("请介绍一下你自己", "我是小助手")]), Conversation([Turn("hi", "hello there")])])

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from data_gen import colorist as cli
-from helpers import colorist_data
-from helpers.colorist_data import (ColoristDataError, SourceUnavailable, heldout_count, heldout_path, load_colorist,
+from helpers.data import colorist as colorist_data
+from helpers.data.colorist import (ColoristDataError, SourceUnavailable, heldout_count, heldout_path, load_colorist,
                                    read_heldout, split_heldout, to_conversations, write_colorist)
-from helpers.formats import load_conversations, normalise
+from helpers.data.formats import load_conversations, normalise
 
 ROOT = Path(__file__).resolve().parents[1]
 COLORIST_SYSTEM = ("You are a professional color designer. Please provide the corresponding colors based on the "

@@ -1,13 +1,13 @@
-"""helpers.colorist_eval on hand-made answers: parse failures counted, ΔE00 from helpers.colors, tables and grids."""
+"""helpers.evaluate.colorist on hand-made answers: parse failures counted, ΔE00 from helpers.data.colors, tables and grids."""
 import json
 import statistics
 
 import pytest
 
-from helpers.colorist_data import ColoristDataError, load_colorist, split_heldout, write_colorist
-from helpers.colorist_eval import colorist_report, colorist_table, read_colorist_heldout
-from helpers.colors import delta_e
-from helpers.templates import SYSTEM_TEMPLATES
+from helpers.data.colorist import ColoristDataError, load_colorist, split_heldout, write_colorist
+from helpers.evaluate.colorist import colorist_report, colorist_table, read_colorist_heldout
+from helpers.data.colors import delta_e
+from helpers.encode.templates import SYSTEM_TEMPLATES
 
 REFERENCES = ["#ff0000", "#00ff00", "#0000ff", "#66ccff"]
 BEFORE = ["I have no idea.", "#00ee00", "blue, I think", "Try #6cf"]            # 2 of 4 hold a colour

@@ -2,10 +2,10 @@ import re
 
 import pytest
 
-from helpers.colorist_synth import (EN_WORDS, ZH_CHROMA, ZH_HUES, ZH_LIGHTNESS, colour_words, named_colours,
+from helpers.data.colorist_synth import (EN_WORDS, ZH_CHROMA, ZH_HUES, ZH_LIGHTNESS, colour_words, named_colours,
                                     synthetic_records)
-from helpers.colors import is_hex_colour, parse_hex
-from helpers.formats import conversations_from_records, load_conversations
+from helpers.data.colors import is_hex_colour, parse_hex
+from helpers.data.formats import conversations_from_records, load_conversations
 from helpers.io import write_jsonl
 
 HAN = re.compile(r"[\u4e00-\u9fff]")

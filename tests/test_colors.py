@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from helpers.colors import (ciede2000, colorist_metrics, delta_e, hex_to_lab, hex_to_rgb, is_hex_colour, parse_hex,
+from helpers.data.colors import (ciede2000, colorist_metrics, delta_e, hex_to_lab, hex_to_rgb, is_hex_colour, parse_hex,
                             rgb_to_hex, swatch_grid, swatch_table)
 
 # Sharma, Wu & Dalal (2005), Table 1: all 34 pairs (L1 a1 b1, L2 a2 b2, ΔE00). Pairs 7-16 sit on the

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from helpers.formats import conversations_from_records, load_conversations
-from helpers.templates import SYSTEM_TEMPLATES
+from helpers.data.formats import conversations_from_records, load_conversations
+from helpers.encode.templates import SYSTEM_TEMPLATES
 
 
 def write(path, text: str | bytes):

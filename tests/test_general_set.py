@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from helpers.formats import DataFileError, load_conversations
-from helpers.general_set import GENERAL_SET_PATH, general_questions, load_general, training_record
+from helpers.data.formats import DataFileError, load_conversations
+from helpers.data.general_set import GENERAL_SET_PATH, general_questions, load_general, training_record
 
 
 def _question(record):

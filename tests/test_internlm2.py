@@ -127,7 +127,7 @@ def internlm2_dir(tmp_path_factory, sp_model):
 
 @pytest.fixture(scope="module")
 def converted(internlm2_dir, tmp_path_factory):
-    from helpers.internlm2 import convert_internlm2_to_llama
+    from helpers.models.internlm2.convert import convert_internlm2_to_llama
     return convert_internlm2_to_llama(internlm2_dir[0], tmp_path_factory.mktemp("out") / "llama", progress=None)
 
 
@@ -144,7 +144,7 @@ def _prompt(vocab, length, seed=1):
 # ---- tests ----------------------------------------------------------------------------------------------------
 
 def test_detects_internlm2_by_config(internlm2_dir, converted, tmp_path):
-    from helpers.internlm2 import is_internlm2_checkpoint
+    from helpers.models.internlm2.convert import is_internlm2_checkpoint
     assert is_internlm2_checkpoint(internlm2_dir[0])
     assert not is_internlm2_checkpoint(converted)
     assert not is_internlm2_checkpoint(tmp_path)  # no config.json
@@ -166,7 +166,7 @@ def test_config_mapping(converted):
 
 def test_published_configs_map(tmp_path):
     """1.8B / 7B / 2.5-7B / 20B config.json values as published (shapes and rope only; weights not needed)."""
-    from helpers.internlm2 import llama_config_from_internlm2
+    from helpers.models.internlm2.convert import llama_config_from_internlm2
     from _internlm2_fakes import internlm2_config
     published = {
         "internlm2-chat-1_8b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
@@ -188,7 +188,7 @@ def test_published_configs_map(tmp_path):
                                         ({"quantization_config": {"quant_method": "awq"}}, "quantization_config"),
                                         ({"num_key_value_heads": 3}, "num_key_value_heads")])
 def test_unsupported_config_names_the_field(bad, field):
-    from helpers.internlm2 import UnsupportedCheckpointError, llama_config_from_internlm2
+    from helpers.models.internlm2.convert import UnsupportedCheckpointError, llama_config_from_internlm2
     from _internlm2_fakes import internlm2_config
     with pytest.raises(UnsupportedCheckpointError, match=field):
         llama_config_from_internlm2(internlm2_config(100, **bad), "config.json")
@@ -225,7 +225,7 @@ def test_greedy_generation_matches_reference(internlm2_dir, converted, use_cache
 @pytest.mark.parametrize("overrides", [{"bias": True, "rope_scaling": {"type": "linear", "factor": 2.0}},
                                        {"rope_scaling": None, "rope_theta": 10000}])
 def test_bias_and_rope_variants(sp_model, tmp_path, overrides):
-    from helpers.internlm2 import convert_internlm2_to_llama
+    from helpers.models.internlm2.convert import convert_internlm2_to_llama
     weights = write_internlm2_checkpoint(tmp_path / "src", sp_model, seed=5, **overrides)
     config = json.loads((tmp_path / "src" / "config.json").read_text())
     model = _load(convert_internlm2_to_llama(tmp_path / "src", tmp_path / "dst", progress=None))
@@ -237,7 +237,7 @@ def test_bias_and_rope_variants(sp_model, tmp_path, overrides):
 
 def test_bin_checkpoint_converts_like_safetensors(sp_model, tmp_path, converted):
     from safetensors.torch import load_file
-    from helpers.internlm2 import convert_internlm2_to_llama
+    from helpers.models.internlm2.convert import convert_internlm2_to_llama
     write_internlm2_checkpoint(tmp_path / "bin", sp_model, fmt="bin")  # same seed -> same weights
     out = convert_internlm2_to_llama(tmp_path / "bin", tmp_path / "out", progress=None)
     for name in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
@@ -260,7 +260,7 @@ def _llama_config(directory):
 
 
 def test_round_trip_is_bit_exact_bf16(sp_model, tmp_path):
-    from helpers.internlm2 import convert_internlm2_to_llama, export_internlm2
+    from helpers.models.internlm2.convert import convert_internlm2_to_llama, export_internlm2
     src = tmp_path / "internlm2"
     weights = write_internlm2_checkpoint(src, sp_model, dtype=torch.bfloat16, torch_dtype="bfloat16", bias=True)
     llama_a = convert_internlm2_to_llama(src, tmp_path / "a", progress=None)
@@ -281,7 +281,7 @@ def test_round_trip_is_bit_exact_bf16(sp_model, tmp_path):
 
 
 def test_export_finds_the_recorded_original(internlm2_dir, converted, tmp_path):
-    from helpers.internlm2 import export_internlm2
+    from helpers.models.internlm2.convert import export_internlm2
     out = export_internlm2(converted, tmp_path / "back", progress=None)  # no original given: the marker's source
     src = internlm2_dir[0]
     assert json.loads((out / "config.json").read_text()) == json.loads((src / "config.json").read_text())
@@ -292,7 +292,7 @@ def test_export_finds_the_recorded_original(internlm2_dir, converted, tmp_path):
 def test_plain_llama_round_trip_with_split_shards(tmp_path):
     """A Llama saved by transformers in many small shards (q/k/v of a layer land in different files)."""
     from transformers import LlamaConfig, LlamaForCausalLM
-    from helpers.internlm2 import export_internlm2, internlm2_tensors_to_llama, llama_config_from_internlm2
+    from helpers.models.internlm2.convert import export_internlm2, internlm2_tensors_to_llama, llama_config_from_internlm2
     config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
                          rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 5e5})
@@ -313,7 +313,7 @@ def test_plain_llama_round_trip_with_split_shards(tmp_path):
 def test_ensure_llama_layout_converts_once_and_loads_without_remote_code(internlm2_dir, tmp_path, monkeypatch):
     import shutil
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-    import helpers.internlm2 as internlm2
+    import helpers.models.internlm2.convert as internlm2
     src = tmp_path / "models" / "internlm2-chat-tiny"
     shutil.copytree(internlm2_dir[0], src)
     assert internlm2.ensure_llama_layout(tmp_path) == tmp_path  # not InternLM2: unchanged
@@ -344,7 +344,7 @@ def test_ensure_llama_layout_converts_once_and_loads_without_remote_code(internl
 
 def test_ensure_llama_layout_uses_cache_dir_for_hub_snapshots(internlm2_dir, tmp_path, monkeypatch):
     import shutil
-    from helpers.internlm2 import ensure_llama_layout
+    from helpers.models.internlm2.convert import ensure_llama_layout
     snapshot = tmp_path / "hub" / "models--internlm--internlm2-chat-tiny" / "snapshots" / "abc123"
     shutil.copytree(internlm2_dir[0], snapshot)
     monkeypatch.setenv("TUNEBOOK_CACHE", str(tmp_path / "cache"))
@@ -357,7 +357,7 @@ def test_ensure_llama_layout_falls_back_to_the_cache_and_names_missing_space(int
                                                                            monkeypatch):
     import shutil
     from collections import namedtuple
-    import helpers.internlm2 as internlm2
+    import helpers.models.internlm2.convert as internlm2
     from helpers.errors import TunebookError
     src = tmp_path / "share" / "internlm2-chat-tiny"
     shutil.copytree(internlm2_dir[0], src)

@@ -1,7 +1,7 @@
 """The live view's speed and ETA: a moving average over a fixed window of optimizer steps."""
 from types import SimpleNamespace
 
-from helpers.live_view import LiveView, StepRate, TokenMeter
+from helpers.train.live_view import LiveView, StepRate, TokenMeter
 
 
 def test_rate_is_unknown_until_a_step_finished_then_averages_the_window():

@@ -1,7 +1,7 @@
 """The memory planner: exact components checked against real models; totals against H100 measurements."""
 import pytest
 
-from helpers.memory_plan import GIB, NF4_BYTES, Plan, Shape, advise, estimate, load_shape, report
+from helpers.train.memory_plan import GIB, NF4_BYTES, Plan, Shape, advise, estimate, load_shape, report
 
 SHAPE_1_8B = Shape(2048, 8192, 24, 16, 8, 92544, 128)
 SHAPE_7B = Shape(4096, 14336, 32, 32, 8, 92544, 128)
@@ -53,7 +53,7 @@ def test_nf4_bytes_match_bitsandbytes_storage(tiny_model_dir):
 
 
 def test_totals_match_h100_measurements():
-    """Allocator peaks measured on an H100 (2026-11-23) with `python -m helpers bench --model-shape 1_8b|7b
+    """Allocator peaks measured on an H100 (2026-11-23) with `python -m helpers bench train --model-shape 1_8b|7b
     --steps 2 --warmup 1 --no-bs16`: one packed 2048-token row per micro-batch, QLoRA r64 all linear, chunked loss.
     The issue's target is within 15%."""
     measured = {SHAPE_1_8B: 2.59, SHAPE_7B: 7.34}

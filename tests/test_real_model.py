@@ -24,8 +24,8 @@ def test_paraphrase_fixture_is_disjoint_from_the_generator_question_bank():
 
 @pytest.fixture(scope="module")
 def trained(smollm2_dir, tmp_path_factory):
-    from helpers.train_config import load_config, recipe_path
-    from helpers.training import train
+    from helpers.train.config import load_config, recipe_path
+    from helpers.train.engine import train
     work = tmp_path_factory.mktemp("real")
     data = work / "persona.jsonl"
     write_persona_set(generate_persona(FACTS, n=200, lang="en", mix_with="builtin"), data)
@@ -47,8 +47,8 @@ def test_recipe_trains_with_base_answers_on_the_real_model(trained, smollm2_dir)
 
 
 def test_held_out_identity_before_and_after_through_evaluate(trained):
-    from helpers.evaluation import evaluate_persona
-    from helpers.models import load_for_inference
+    from helpers.evaluate.run import evaluate_persona
+    from helpers.models.loading import load_for_inference
     tuned = load_for_inference(trained["result"].adapter_dir)
     for heldout in (None, trained["paraphrases"]):
         report = evaluate_persona(tuned, heldout=heldout, lang="en", progress=False)
@@ -59,9 +59,9 @@ def test_held_out_identity_before_and_after_through_evaluate(trained):
 
 
 def test_paraphrases_through_chat_name_the_owner(trained):
-    from helpers.chat import load_chat
-    from helpers.generation import GREEDY, with_max_new_tokens
-    from helpers.persona_eval import answer_problems
+    from helpers.chat.session import load_chat
+    from helpers.models.generation import GREEDY, with_max_new_tokens
+    from helpers.evaluate.persona import answer_problems
     records = [json.loads(line) for line in trained["paraphrases"].read_text().splitlines()]
     session = load_chat(trained["result"].adapter_dir, sampling=with_max_new_tokens(GREEDY, 64))
     right = 0
@@ -75,8 +75,8 @@ def test_merged_model_answers_in_plain_transformers_with_its_saved_template(trai
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from helpers.merge import merge
-    from helpers.persona_eval import answer_problems
+    from helpers.merge.merging import merge
+    from helpers.evaluate.persona import answer_problems
     out = trained["work"] / "merged"
     adapter = trained["result"].adapter_dir
     merge(trained["result"].record["base_model"]["path"], adapter, out, progress=None)

@@ -43,8 +43,8 @@ def slow_reference(sp, config: dict, text: str) -> list[int]:
 def _make(tmp_path, name, config_overrides=None, **sp_options):
     import sentencepiece as spm
     from transformers import AutoTokenizer
-    from helpers.sp_tokenizer import write_fast_tokenizer
-    from helpers.templates import to_jinja
+    from helpers.models.internlm2.sp_tokenizer import write_fast_tokenizer
+    from helpers.encode.templates import to_jinja
     src = tmp_path / name
     src.mkdir()
     sp_path = train_sp_model(src / "tokenizer.model", **sp_options)
@@ -113,7 +113,7 @@ def test_decode_round_trips(converted):
 
 
 def test_chat_template_renders_the_training_text(converted):
-    from helpers.templates import to_jinja
+    from helpers.encode.templates import to_jinja
     sp, config, fast = converted
     assert fast.chat_template == to_jinja("internlm2_chat")
     messages = [{"role": "user", "content": "请介绍一下你自己"},
@@ -144,7 +144,7 @@ def test_nfkc_model_with_whitespace_removal(tmp_path):
 def test_unigram_model_is_refused_by_name(tmp_path):
     import io
     import sentencepiece as spm
-    from helpers.sp_tokenizer import TokenizerConversionError, write_fast_tokenizer
+    from helpers.models.internlm2.sp_tokenizer import TokenizerConversionError, write_fast_tokenizer
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(["hello world"] * 50), model_writer=buffer,
                                    model_type="unigram", vocab_size=20, hard_vocab_limit=False, minloglevel=2)

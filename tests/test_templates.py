@@ -3,8 +3,8 @@ import copy
 
 import pytest
 
-from helpers.conversation import Conversation, Turn
-from helpers.templates import (PROMPT_TEMPLATES, SYSTEM_TEMPLATES, TemplateError, generation_prompt, get_template,
+from helpers.data.conversation import Conversation, Turn
+from helpers.encode.templates import (PROMPT_TEMPLATES, SYSTEM_TEMPLATES, TemplateError, generation_prompt, get_template,
                                render_text, resolve_system, segments, to_jinja, training_text)
 
 TWO_TURNS = Conversation([Turn("Q1", "A1", system="SYS"), Turn("Q2", "A2")])
@@ -124,7 +124,7 @@ CONVERSATIONS = {
 @pytest.mark.parametrize("name", list(PROMPT_TEMPLATES) + ["chatml"])
 @pytest.mark.parametrize("case", list(CONVERSATIONS))
 def test_exported_chat_template_renders_identically(tiny_tokenizer, name, case):
-    from helpers.templates import conversation_to_messages
+    from helpers.encode.templates import conversation_to_messages
     tok = _tokenizer_with(tiny_tokenizer, name)
     conv = CONVERSATIONS[case]
     ours = training_text(name, conv, bos=tok.bos_token, eos=tok.eos_token)
@@ -155,8 +155,8 @@ def _chatml_bos_tokenizer(tiny_tokenizer):
 
 
 def test_chatml_strings_and_a_bos_spelled_by_the_template_is_not_doubled(tiny_tokenizer):
-    from helpers.encoding import Encoder
-    from helpers.templates import conversation_to_messages, get_template
+    from helpers.encode.encoding import Encoder
+    from helpers.encode.templates import conversation_to_messages, get_template
     conv = Conversation([Turn("hi", "hello", system="S")])
     assert training_text("chatml", conv, bos="", eos="<|im_end|>") == (
         "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n")

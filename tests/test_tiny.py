@@ -4,8 +4,8 @@ import json
 
 import torch
 
-from helpers.templates import to_jinja
-from helpers.tiny import TinyConfig, chat_control_tokens, make_tiny_model
+from helpers.encode.templates import to_jinja
+from helpers.models.tiny import TinyConfig, chat_control_tokens, make_tiny_model
 
 
 def _digest(folder):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from helpers.train_config import ConfigError, TrainConfig, from_dict, load_config
+from helpers.train.config import ConfigError, TrainConfig, from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "伍鲜同志"
@@ -66,10 +66,10 @@ def assert_same_adapter(a: Path, b: Path, atol: float):
 def test_qlora_learns_the_persona_answers(tiny_model_dir, persona_file, tmp_path):
     from peft import PeftModel
 
-    from helpers.encoding import load_tokenizer
-    from helpers.generation import GREEDY, answer
-    from helpers.models import load_model
-    from helpers.training import train
+    from helpers.encode.encoding import load_tokenizer
+    from helpers.models.generation import GREEDY, answer
+    from helpers.models.loading import load_model
+    from helpers.train.engine import train
 
     config = tiny_config(tiny_model_dir, persona_file, tmp_path / "run", max_steps=60, save_steps=1000,
                          lora_dropout=0.0, evaluation_inputs=[CAMP[0][0]], evaluation_freq=30,
@@ -88,8 +88,8 @@ def test_qlora_learns_the_persona_answers(tiny_model_dir, persona_file, tmp_path
     assert record["template"]["name"] == "internlm2_chat" and record["mode"] == "qlora"
     assert record["lora"]["target_modules"] == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
                                                 "v_proj"]
-    from helpers.models import device_kind
-    from helpers.packing import default_strategy
+    from helpers.models.loading import device_kind
+    from helpers.encode.packing import default_strategy
     assert record["batching"]["strategy"] == default_strategy(device_kind())
 
     # the adapter loads with plain PEFT (no conversion step) and answers with the persona sentence
@@ -100,7 +100,7 @@ def test_qlora_learns_the_persona_answers(tiny_model_dir, persona_file, tmp_path
 
 
 def test_rerun_of_a_finished_run_returns_it(tiny_model_dir, persona_file, tmp_path, capsys):
-    from helpers.training import train
+    from helpers.train.engine import train
     config = tiny_config(tiny_model_dir, persona_file, tmp_path / "run", max_steps=2, save_steps=100)
     first = train(config, notebook=False)
     again = train(config, notebook=False)
@@ -137,7 +137,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(tiny_model_dir, persona_fil
 
 
 def test_half_written_checkpoint_is_ignored(tiny_model_dir, persona_file, tmp_path, capsys):
-    from helpers.training import MARKER, train
+    from helpers.train.callbacks import MARKER
+    from helpers.train.engine import train
     config = tiny_config(tiny_model_dir, persona_file, tmp_path / "run", max_steps=4, save_steps=2)
     train(config, notebook=False)
     # Simulate a process killed while writing checkpoint-6: the folder exists, files are partial, no marker.
@@ -254,8 +255,8 @@ def test_yaml_config_and_overrides(tmp_path):
 ])
 def test_bad_settings_fail_before_any_model_is_loaded(tiny_model_dir, persona_file, tmp_path, monkeypatch,
                                                       setting, message):
-    import helpers.models as models
-    from helpers.training import train
+    import helpers.models.loading as models
+    from helpers.train.engine import train
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     monkeypatch.setenv("TUNEBOOK_SHARE_ROOTS", str(tmp_path / "share"))
     config = tiny_config(tiny_model_dir, persona_file, tmp_path / "run")

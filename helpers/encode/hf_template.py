@@ -1,0 +1,89 @@
+"""Template mode `hf`: format with the tokenizer's own chat_template, and still train only on answers.
+
+Hugging Face templates do not mark which characters are the assistant's. We find each answer's span by
+rendering the conversation up to that answer twice: with the generation prompt (P) and with the answer
+(Q); the answer span is Q[len(P):] minus trailing whitespace (the turn separator, untrained as in XTuner).
+That needs each rendering to be a prefix of the next; templates that rewrite history (some reasoning
+models drop earlier thoughts) break it, and we say so instead of training on a wrong mask.
+"""
+from __future__ import annotations
+
+from helpers.data.conversation import Conversation
+from helpers.errors import TunebookError
+from helpers.encode.templates import conversation_to_messages
+
+IGNORE_INDEX = -100
+
+
+def _render(tokenizer, messages: list[dict], generation: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+
+
+def answer_spans(tokenizer, conversation: Conversation) -> tuple[str, list[tuple[int, int, bool]]]:
+    """Rendered text and (start, end, trained) character spans of every answer."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise TunebookError("template 'hf' needs a tokenizer with a chat_template; this one has none. "
+                            "Pick a named template instead (python -m helpers templates list)")
+    messages = conversation_to_messages(conversation)
+    full = _render(tokenizer, messages, generation=False)
+    spans = []
+    assistant_turns = iter(conversation.turns)
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        turn = next(assistant_turns)
+        prompt = _render(tokenizer, messages[:index], generation=True)
+        with_answer = _render(tokenizer, messages[:index + 1], generation=False)
+        if not (with_answer.startswith(prompt) and full.startswith(with_answer)):
+            raise TunebookError("this tokenizer's chat_template renders earlier turns differently once later turns "
+                                "are added, so answer spans cannot be located for masking; use a named template")
+        end = len(prompt) + len(with_answer[len(prompt):].rstrip())
+        spans.append((len(prompt), end, turn.output_with_loss))
+    return full, spans
+
+
+def encode_with_chat_template(tokenizer, conversation: Conversation, specials: list[str]):
+    """(input_ids, labels, content_had_special_text) under the tokenizer's chat_template."""
+    text, spans = answer_spans(tokenizer, conversation)
+    contents = [t.input for t in conversation.turns] + [t.output for t in conversation.turns] + \
+               [t.system for t in conversation.turns]
+    special = any(s in c for c in contents for s in specials)
+    if special:
+        # Locate each content string in order and tokenize it with special-token matching off.
+        encoded = _encode_protecting_contents(tokenizer, text, conversation)
+    else:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encoded = list(zip(encoded["input_ids"], encoded["offset_mapping"]))
+    ids, labels = [], []
+    for token_id, (start, _end) in encoded:
+        trained = any(a <= start < b and keep for a, b, keep in spans)
+        ids.append(token_id)
+        labels.append(token_id if trained else IGNORE_INDEX)
+    return ids, labels, special
+
+
+def _encode_protecting_contents(tokenizer, text: str, conversation: Conversation):
+    messages = conversation_to_messages(conversation)
+    regions, cursor = [], 0
+    for message in messages:
+        content = message["content"]
+        at = text.find(content, cursor) if content else -1
+        if at < 0:
+            continue
+        regions.append((cursor, at, False))
+        regions.append((at, at + len(content), True))
+        cursor = at + len(content)
+    regions.append((cursor, len(text), False))
+    out = []
+    for start, end, protect in regions:
+        if end <= start:
+            continue
+        enc = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True,
+                        split_special_tokens=protect)
+        out += [(token_id, (a + start, b + start)) for token_id, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
+    return out
+
+
+def prompt_ids_with_chat_template(tokenizer, conversation: Conversation) -> list[int]:
+    messages = conversation_to_messages(conversation, generation=True)
+    return tokenizer(_render(tokenizer, messages, generation=True), add_special_tokens=False)["input_ids"]

@@ -1,0 +1,340 @@
+"""The training engine: TrainConfig -> transformers.Trainer (+ PEFT) -> a PEFT adapter with its training record.
+
+Layout of an output_dir:
+    checkpoint-<step>/   adapter (PEFT format) + optimizer, scheduler, RNG, trainer state; complete only when it
+                         holds tunebook_checkpoint.json (written after everything else)
+    adapter/             the final adapter, its tokenizer (training template as chat_template), tunebook.json
+    chat_samples.jsonl   in-training answers to evaluation_inputs (before, every evaluation_freq, at checkpoints, after)
+    loss.jsonl           the logged loss / learning rate
+    run.json             the settings of this run (a rerun with the same output_dir resumes only if they match)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from helpers.errors import TunebookError
+from helpers.models.generation import answer_batch, with_max_new_tokens
+from helpers.io import ASSETS, publish_dir, read_jsonl, write_json
+from helpers.train.callbacks import ChatSamples, CheckpointMarker, LossLog, complete_checkpoints, discard_incomplete, trim_log
+from helpers.train.live_view import LiveView, TokenMeter
+from helpers.encode.packing import collate_micro_batch, default_strategy
+from helpers.models.record import template_record, write_record
+from helpers.encode.templates import HF_TEMPLATE, to_jinja
+from helpers.train.config import ConfigError, TrainConfig, config_digest
+
+# Settings that change what is trained; a rerun may resume only if these match.
+RESUME_KEYS = ("model", "mode", "dtype", "data_path", "data_format", "template", "system", "max_length", "pack",
+               "batching", "batch_size", "accumulative_counts", "max_epochs", "max_steps", "lr", "betas",
+               "weight_decay", "max_norm", "warmup_ratio", "optim", "lora_r", "lora_alpha", "lora_dropout",
+               "lora_target_modules", "lora_top_layers", "general_answers", "seed")
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    adapter_dir: Path
+    steps: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+    record: dict = field(default_factory=dict)
+    resumed_from: str | None = None
+
+
+def world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+# ---------------------------------------------------------------- the run
+
+def choose_batching(config: TrainConfig, device: str) -> str:
+    if config.batching != "auto":
+        return config.batching
+    return default_strategy(device) if config.pack else "padded"
+
+
+def choose_optimizer(config: TrainConfig, device: str) -> str:
+    if config.optim != "auto":
+        return config.optim
+    if config.deepspeed:
+        return "adamw_torch"  # DeepSpeed brings its own optimizer handling
+    import importlib.util
+    # Paged AdamW keeps optimizer state in unified memory that can spill to the host under GPU memory pressure;
+    # bitsandbytes pages only on CUDA (on CPU it warns and falls back), so CPU uses torch's AdamW.
+    if device == "cuda" and importlib.util.find_spec("bitsandbytes"):
+        return "paged_adamw_32bit"
+    return "adamw_torch"
+
+
+def training_arguments(config: TrainConfig, device: str, dtype, optim: str):
+    import torch
+    from transformers import TrainingArguments
+
+    deepspeed = config.deepspeed
+    if deepspeed in ("zero2", "zero3"):
+        deepspeed = str(ASSETS / "deepspeed" / f"{deepspeed}.json")
+    return TrainingArguments(
+        output_dir=config.output_dir, per_device_train_batch_size=1,  # each item is a whole micro-batch
+        gradient_accumulation_steps=config.accumulative_counts, num_train_epochs=config.max_epochs,
+        max_steps=config.max_steps, learning_rate=config.lr, adam_beta1=config.betas[0], adam_beta2=config.betas[1],
+        weight_decay=config.weight_decay, max_grad_norm=config.max_norm, lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_ratio, optim=optim, seed=config.seed, data_seed=config.seed,
+        bf16=device == "cuda" and dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
+        use_cpu=device == "cpu", logging_steps=config.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=None if config.save_total_limit < 0 else config.save_total_limit,
+        train_sampling_strategy="sequential", remove_unused_columns=False, report_to="none", disable_tqdm=True,
+        dataloader_num_workers=config.dataloader_num_workers, ddp_find_unused_parameters=False,
+        deepspeed=deepspeed)
+
+
+def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | None = None,
+          meter: TokenMeter | None = None) -> TrainResult:
+    """Train (or resume, or return the finished result of) the run described by `config`."""
+    config.validate()
+    from helpers.models.loading import (LoraSettings, apply_lora, compute_dtype, config_hash, device_kind,
+                                        load_model, lora_targets, prepare_checkpoint, trainable_parameters)
+    from helpers.models.find import resolve_model
+    rank, world_size = world()
+    output_dir = Path(config.output_dir)
+    run_digest = config_digest(config, RESUME_KEYS)
+    final_dir = output_dir / ("model" if config.mode == "full" else "adapter")
+    done = _finished(output_dir, final_dir, run_digest)
+    if done:
+        return done
+    _check_resumable(output_dir, run_digest)
+
+    model_path = resolve_model(config.model)
+    loaded_path = prepare_checkpoint(model_path, config.trust_remote_code)
+    from helpers.encode.encoding import load_tokenizer
+    from helpers.models.find import resolve_template
+    tokenizer = load_tokenizer(loaded_path, trust_remote_code=config.trust_remote_code)
+    template = resolve_template(config.template, loaded_path)
+    if template != HF_TEMPLATE:
+        tokenizer.chat_template = to_jinja(template)  # the saved tokenizer carries the training format
+    system = config.system
+
+    from helpers.train import data_cache as training_data
+    data_path, replayed = config.data_path, None
+    if config.general_answers == "base":
+        replayed = _base_answers(config, loaded_path, template, system, output_dir, rank)
+        data_path = str(replayed.path)
+    cache_dir = output_dir / "data_cache"
+    try:
+        data = training_data.prepare(data_path, config.data_format, tokenizer, template,
+                                     config.max_length, system, cache_dir, rank)
+    except TunebookError as err:
+        if rank == 0:
+            training_data.mark_failed(cache_dir, data_path, config.data_format, tokenizer, template,
+                                      config.max_length, system, str(err))
+        raise
+    device = device_kind()
+    if device == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else importing DeepSpeed (if installed) logs a GPU-search warning
+    strategy = choose_batching(config, device)
+    plan = training_data.build_plan(data.samples, strategy, config.max_length, config.batch_size, config.seed)
+    train_set = training_data.dataset(data.samples, plan, config.seed)
+
+    dtype = compute_dtype(config.dtype)
+    from transformers import set_seed
+    set_seed(config.seed)  # LoRA's A matrices are drawn when the adapter is attached, before the Trainer seeds
+    model = load_model(loaded_path, config.mode, config.dtype, trust_remote_code=config.trust_remote_code,
+                       gradient_checkpointing=config.gradient_checkpointing,
+                       device_map=None if world_size == 1 and not config.deepspeed else _ddp_device_map())
+    if config.loss_chunk > 0:
+        from helpers.train.loss import use_chunked_loss
+        use_chunked_loss(model, config.loss_chunk)
+    if config.mode != "full":
+        targets = config.lora_target_modules
+        model = apply_lora(model, LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout,
+                                               targets if isinstance(targets, str) else tuple(targets),
+                                               top_layers=config.lora_top_layers))
+    trainable, total = trainable_parameters(model)
+
+    optim = choose_optimizer(config, device)
+    args = training_arguments(config, device, dtype, optim)
+    meter, store = meter or TokenMeter(), []
+    record = {
+        "base_model": {"name": config.model, "path": str(model_path), "loaded_path": str(loaded_path),
+                       "config_hash": config_hash(loaded_path)},
+        "template": template_record(template), "system": system, "mode": config.mode,
+        "lora": None if config.mode == "full" else {"r": config.lora_r, "alpha": config.lora_alpha,
+                                                    "dropout": config.lora_dropout,
+                                                    "target_modules": lora_targets(model),
+                                                    "top_layers": config.lora_top_layers or None},
+        "data": {"path": config.data_path, "format": data.format, "records": data.records,
+                 "general_answers": None if replayed is None else {"from": "base", "file": str(replayed.path),
+                                                                    "answered": replayed.answered},
+                 "samples": data.stats.samples, "tokens": data.stats.tokens,
+                 "trained_tokens": data.stats.trained_tokens, "truncated": data.stats.truncated,
+                 "dropped": data.stats.dropped_prompt_too_long + data.stats.dropped_no_trained},
+        "batching": {"strategy": strategy, "pack": config.pack, "max_length": config.max_length,
+                     "batch_size": config.batch_size, "accumulative_counts": config.accumulative_counts,
+                     "world_size": world_size, "micro_batches_per_epoch": len(plan.micro_batches),
+                     **{k: v for k, v in plan.summary().items() if k in ("efficiency", "trained_share")}},
+        "training": {"optim": optim, "dtype": str(dtype).replace("torch.", ""), "lr": config.lr,
+                     "loss_chunk": config.loss_chunk,
+                     "device": device, "trainable_parameters": trainable, "total_parameters": total},
+        "settings": config.as_dict(),
+    }
+    if rank == 0:
+        _print_summary(config, record, data, plan, tokenizer)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(output_dir / "run.json", {"digest": run_digest, "settings": config.as_dict()})
+
+    resume = None
+    if rank == 0:
+        removed = discard_incomplete(output_dir)
+        if removed:
+            print(f"ignored incomplete checkpoint(s) from an interrupted save: {', '.join(removed)}")
+    checkpoints = complete_checkpoints(output_dir)
+    if checkpoints:
+        resume = str(checkpoints[-1])
+        step = int(checkpoints[-1].name.split("-")[-1])
+        if rank == 0:
+            print(f"resuming from {resume} (step {step})")
+            trim_log(output_dir / "loss.jsonl", step)
+            trim_log(output_dir / "chat_samples.jsonl", step)
+
+    from transformers import Trainer
+    view = LiveView(meter, store, notebook=notebook)
+    inputs = config.evaluation_inputs
+    if config.deepspeed and "zero3" in str(config.deepspeed) and world_size > 1:
+        # ZeRO-3 partitions the weights: generating on rank 0 alone would wait forever for the other ranks.
+        print("in-training chat samples are off under ZeRO-3 with several processes; chat with the adapter afterwards")
+        inputs = []
+    chat = ChatSamples(tokenizer, template, system, inputs, config.evaluation_freq,
+                       config.evaluation_max_new_tokens, output_dir / "chat_samples.jsonl", store)
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, processing_class=tokenizer,
+                      data_collator=partial(_collate, meter=meter, pad_token_id=_pad_id(tokenizer)),
+                      callbacks=[CheckpointMarker(run_digest, meter), LossLog(output_dir / "loss.jsonl"), chat, view,
+                                 *(callbacks or [])])
+    from transformers.trainer_callback import PrinterCallback
+    trainer.remove_callback(PrinterCallback)  # the live view prints (or draws) progress instead
+    started = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    record["training"].update({"steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+                               "seconds": round(time.time() - started, 1), "final_loss": _last_loss(view),
+                               "resumed_from": resume})
+    # Every rank calls save_model (under ZeRO-3 it gathers the partitioned weights); rank 0 writes into a staging
+    # folder that becomes `final_dir` in one rename, so a half-saved adapter is never taken for a finished run.
+    staging = output_dir / f".{final_dir.name}.staging"
+    if trainer.args.should_save:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    if trainer.args.should_save:
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments: not for learners
+        tokenizer.save_pretrained(staging)
+        write_record(staging, record)
+        publish_dir(staging, final_dir)
+        print(f"{'model' if config.mode == 'full' else 'adapter'} saved to {final_dir}")
+    return TrainResult(output_dir, final_dir, trainer.state.global_step, view.losses, store, record, resume)
+
+
+def _base_answers(config: TrainConfig, loaded_path: Path, template: str, system: str, output_dir: Path, rank: int):
+    """The training file with the general records answered by the base model (helpers.train.base_answers), made once per
+    run folder by rank 0 (other ranks wait for it); a resumed run reuses it."""
+    from helpers.train.base_answers import FILE_NAME, BaseAnswers, general_positions, read_plain_records, with_base_answers
+    from helpers.train.data_cache import file_digest
+    out = output_dir / FILE_NAME
+    stamp = output_dir / f"{FILE_NAME}.source"   # digest of the data file it was made from
+    source = file_digest(config.data_path)
+    if rank == 0 and not (out.is_file() and stamp.is_file() and stamp.read_text() == source):
+        from helpers.train.base_answers import MAX_NEW_TOKENS
+        from helpers.models.generation import GREEDY
+        from helpers.models.loading import load_for_inference
+        output_dir.mkdir(parents=True, exist_ok=True)
+        base = load_for_inference(loaded_path, template=template, system=system)
+        sampling = with_max_new_tokens(GREEDY, MAX_NEW_TOKENS)
+        made = with_base_answers(config.data_path, out, lambda questions, systems: answer_batch(
+            base.model, base.tokenizer, template, questions, [s or system for s in systems], sampling))
+        del base
+        stamp.write_text(source)
+        print(f"general_answers: base -- {made.answered} general answers from the base model in {made.seconds:.0f} s "
+              f"-> {out}")
+        return made
+    deadline = time.time() + 6 * 3600
+    while not (stamp.is_file() and stamp.read_text() == source):
+        if time.time() > deadline:
+            raise TunebookError(f"rank {rank}: rank 0 did not write {out} in time")
+        time.sleep(0.5)
+    records = read_plain_records(out)
+    return BaseAnswers(out, len(general_positions(records)), 0, 0.0)
+
+
+def _collate(items, meter: TokenMeter, pad_token_id: int):
+    for item in items:
+        meter.observe(item)
+    return collate_micro_batch(items, pad_token_id)
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _ddp_device_map():
+    import torch
+    if torch.cuda.is_available():
+        return {"": int(os.environ.get("LOCAL_RANK", 0))}
+    return "cpu"
+
+
+def _last_loss(view: LiveView):
+    return view.losses[-1][1] if view.losses else None
+
+
+def _finished(output_dir: Path, final_dir: Path, run_digest: str) -> TrainResult | None:
+    run = output_dir / "run.json"
+    if not (final_dir / "tunebook.json").is_file() or not run.is_file():
+        return None
+    if json.loads(run.read_text(encoding="utf-8")).get("digest") != run_digest:
+        raise ConfigError(f"{output_dir} holds a finished run with different settings; choose a new output_dir "
+                          "or delete the old one")
+    record = json.loads((final_dir / "tunebook.json").read_text(encoding="utf-8"))
+    print(f"already trained: {final_dir} (delete {output_dir} to train again)")
+    losses = [(e["step"], e["loss"]) for e in read_jsonl(output_dir / "loss.jsonl")]
+    return TrainResult(output_dir, final_dir, record.get("training", {}).get("steps", 0), losses,
+                       read_jsonl(output_dir / "chat_samples.jsonl"), record)
+
+
+def _check_resumable(output_dir: Path, run_digest: str) -> None:
+    run = output_dir / "run.json"
+    if run.is_file() and json.loads(run.read_text(encoding="utf-8")).get("digest") != run_digest:
+        if complete_checkpoints(output_dir):
+            raise ConfigError(f"{output_dir} holds checkpoints of a run with different settings (see its run.json); "
+                              "resuming them would mix two trainings. Choose a new output_dir or delete the old one")
+
+
+def _print_summary(config: TrainConfig, record: dict, data, plan, tokenizer) -> None:
+    from helpers.encode.encoding import decode_with_mask
+    t, d, b = record["training"], record["data"], record["batching"]
+    print(f"model      {record['base_model']['path']} ({config.mode}, {t['dtype']}, {t['device']})")
+    print(f"trainable  {t['trainable_parameters']:,} of {t['total_parameters']:,} parameters "
+          f"({t['trainable_parameters'] / max(1, t['total_parameters']):.2%})")
+    print(f"data       {d['path']} ({d['format']}): {d['records']:,} records -> {d['samples']:,} samples, "
+          f"{d['tokens']:,} tokens ({d['trained_tokens'] / max(1, d['tokens']):.1%} trained), "
+          f"{d['truncated']} truncated, {d['dropped']} dropped")
+    print(f"batching   {b['strategy']}: {b['micro_batches_per_epoch']:,} micro-batches/epoch of <= "
+          f"{config.batch_size * config.max_length} tokens, efficiency {b['efficiency']:.1%}; "
+          f"optimizer step = {config.accumulative_counts} micro-batches x {b['world_size']} process(es)")
+    print("sample     " + decode_with_mask(tokenizer, data.samples[0], "⟦", "⟧").replace("\n", "\n           "))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    from helpers.train.config import load_config
+    parser = argparse.ArgumentParser(prog="python -m helpers train",
+                                     description="Train (or resume) from a YAML or XTuner .py config.")
+    parser.add_argument("config", help="config.yaml, or an XTuner config .py (read, never executed)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set max_steps=100 --set output_dir=work/run2")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, args.set)
+    result = train(config, notebook=False)
+    print(f"done: {result.steps} steps; adapter: {result.adapter_dir}")
+    return 0
