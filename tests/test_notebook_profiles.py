@@ -1,7 +1,7 @@
 """The notebooks' profiles: smoke = tests and the tiny model; cpu = SmolLM2 and the shipped recipes; gpu = camp."""
 import pytest
 
-from helpers.notebook.cells import cells as notebook
+from helpers.notebook import cells as notebook
 from helpers.errors import TunebookError
 from helpers.train.config import TrainConfig, recipe_values
 
