@@ -9,7 +9,8 @@ from helpers.encode.templates import PROMPT_TEMPLATES
 
 
 def xtuner_reference(record: dict, template, tokenizer, max_length: int):
-    """XTuner v0.1.21 template_map_fn + encode_fn, transcribed from reference/xtuner.md section 2.3-2.4."""
+    """XTuner v0.1.21 template_map_fn + encode_fn, transcribed from xtuner/dataset/map_fns/template_map_fn.py and
+    xtuner/dataset/utils.py (encode_fn)."""
     conversation = []
     for i, turn in enumerate(record["conversation"]):
         input_text = template.instruction.format(input=turn.get("input", ""), round=i + 1)

@@ -2,7 +2,7 @@
 
 Same model, same data (camp persona rows mixed with Colorist rows), same LoRA settings and learning rate; each path
 runs `--warmup` optimizer steps, then `--steps` timed ones. The baseline is the PEFT QLoRA recipe of the tutorials
-(reference/notebooks.md, self-llm style): transformers.Trainer + DataCollatorForSeq2Seq(padding=True), no packing,
+(as in datawhalechina/self-llm and most QLoRA blog posts): transformers.Trainer + DataCollatorForSeq2Seq(padding=True), no packing,
 per-device batch 4, gradient accumulation 16, gradient checkpointing, paged_adamw_32bit, MAX_LENGTH 512, with PEFT's
 prepare_model_for_kbit_training. Shapes 1_8b / 7b are random-weight models with internlm2-chat dimensions (no
 download) and need a GPU. Timings are comparable only within one run (ratios); absolute numbers depend on the
@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 from helpers.errors import TunebookError
 from helpers.train.live_view import TokenMeter
 
-SHAPES = {  # internlm2-chat config.json dimensions (DESIGN.md); tiny = helpers.models.tiny
+SHAPES = {  # internlm2-chat-1_8b / -7b config.json dimensions; tiny = helpers.models.tiny
     "1_8b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
                  num_key_value_heads=8, vocab_size=92544),
     "7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,

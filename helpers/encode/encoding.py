@@ -1,4 +1,4 @@
-"""Conversations -> input_ids + labels, exactly as XTuner's encode_fn (reference/xtuner.md section 2.4).
+"""Conversations -> input_ids + labels, exactly as XTuner's encode_fn (v0.1.21, xtuner/dataset/utils.py).
 
 Each XTuner piece (system+instruction / output+suffix / sep) is tokenized on its own with
 add_special_tokens=False; BOS comes at the sample start and after every EOS; labels are -100 except on

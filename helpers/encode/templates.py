@@ -5,8 +5,8 @@ it is exported as a Jinja `chat_template` so a saved tokenizer formats prompts t
 
 Rendering produces `Segment`s (BOS / template text / content / EOS, each trained or not); encoding
 (`helpers.encode.encoding`) and display (`render_text`) both consume the same segments, so what is shown is what
-is trained. Semantics follow xtuner/utils/templates.py + template_map_fn + encode_fn (reference/xtuner.md
-section 1-2): turn = [BOS] SYSTEM? INSTRUCTION [output SUFFIX] [EOS unless SUFFIX_AS_EOS] SEP.
+is trained. Semantics follow XTuner v0.1.21's xtuner/utils/templates.py, dataset/map_fns/template_map_fn.py and
+dataset/utils.py encode_fn: turn = [BOS] SYSTEM? INSTRUCTION [output SUFFIX] [EOS unless SUFFIX_AS_EOS] SEP.
 """
 from __future__ import annotations
 

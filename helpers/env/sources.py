@@ -13,7 +13,7 @@ from pathlib import Path
 
 from helpers.env.checks import DEFAULT_MODEL, FAIL, OK, TINY_FALLBACK, WARN, Check, gb
 
-# bf16 safetensors sizes, computed from the published configs (DESIGN.md) as 2 bytes x parameters:
+# bf16 safetensors sizes, computed from the published config.json files (internlm/internlm2-chat-1_8b, -7b) as 2 bytes x parameters:
 # 1_8b: 2*92544*2048 embeddings/head + 24 layers x 62.9M (wqkv 4096x2048, wo, w1/w3/w2 8192x2048) = 1.89B -> 3.78 GB
 # 7b:   2*92544*4096 + 32 layers x 218.1M (wqkv 6144x4096, wo, w1/w3/w2 14336x4096) = 7.74B -> 15.5 GB
 MODEL_BYTES = {"internlm2-chat-1_8b": 3_778_220_032, "internlm2-chat-7b": 15_475_417_088}

@@ -101,7 +101,8 @@ def load_model(path: str | os.PathLike, mode: str = "qlora", dtype: str = "auto"
     for param in model.parameters():
         param.requires_grad = mode == "full"
     if gradient_checkpointing:
-        # Non-reentrant (reentrant checkpointing fails under DDP, DESIGN.md); inputs need grads so that
+        # Non-reentrant (the reentrant variant raises "Expected to mark a variable ready only once" under DDP
+        # with LoRA); inputs need grads so that
         # checkpointed segments behind the frozen embedding still backpropagate into the LoRA weights.
         kwargs = {"use_reentrant": False}
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name; the old one warns

@@ -4,7 +4,7 @@ This is what the tests and the CPU demo train, because nothing can be downloaded
 an InternLM2-chat checkpoint where it matters: BOS/EOS spelled <s>/</s>, chat control tokens as single
 special tokens, the internlm2_chat template embedded as chat_template, generation stopping at <|im_end|>.
 Dimensions are multiples of 64 because bitsandbytes' CPU 4-bit inference asserts that out_features are
-divisible by the quantization block size (DESIGN.md).
+divisible by the quantization block size (64 for NF4 on bitsandbytes 0.45-0.50).
 """
 from __future__ import annotations
 
