@@ -45,8 +45,9 @@ SHARMA_PAIRS = [
 ]
 
 
-def test_sharma_table_has_34_pairs():
-    assert len(SHARMA_PAIRS) == 34
+def test_delta_e_of_hex_colours_orders_near_and_far():
+    assert delta_e("#66ccff", "#66ccff") == 0.0
+    assert delta_e("#ff0000", "#ee0000") < delta_e("#ff0000", "#ff8800") < delta_e("#ff0000", "#0000ff")
 
 
 @pytest.mark.parametrize("number, pair", list(enumerate(SHARMA_PAIRS, start=1)))

@@ -3,7 +3,6 @@ import json
 
 import pytest
 
-from data_gen import persona
 from data_gen.persona import PersonaFacts, generate_persona, write_persona_set
 from helpers.data.formats import DataFileError
 from helpers.data.general_set import load_general
@@ -45,9 +44,12 @@ def _first(items, intent, lang="zh"):
 
 # ---------------------------------------------------------------- one scoring rule
 
-def test_data_gen_uses_the_same_scoring_function():
-    from data_gen import persona_table
-    assert persona.answer_problems is answer_problems and persona_table.answer_problems is answer_problems
+def test_the_generators_references_pass_the_rule_and_a_wrong_name_fails_it(items):
+    """The rule data_gen applies to what it writes is the rule the evaluation scores with: every held-out reference
+    the generator wrote passes it, and the same answer about someone else fails on the name."""
+    assert [i.id for i in items if answer_problems(i.reference, i.expect)] == []
+    wrong = [answer_problems(i.reference.replace(NAME, "张三"), i.expect) for i in items if NAME in i.reference]
+    assert wrong and all(f"does not mention {NAME!r}" in problems for problems in wrong)
 
 
 def test_read_heldout_file(items, heldout_file):

@@ -5,7 +5,7 @@ import json
 import torch
 
 from helpers.encode.templates import to_jinja
-from helpers.models.tiny import TinyConfig, chat_control_tokens, make_tiny_model
+from helpers.models.tiny import chat_control_tokens, make_tiny_model
 
 
 def _digest(folder):
@@ -51,6 +51,9 @@ def test_loads_in_4bit_on_cpu_and_generates(tiny_model_dir, tiny_tokenizer):
     assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
 
 
-def test_tiny_config_defaults_are_small():
-    config = TinyConfig()
-    assert config.hidden_size * config.num_hidden_layers <= 512
+def test_every_linear_layer_fits_bitsandbytes_cpu_4bit_blocks(tiny_model_dir):
+    """bitsandbytes' CPU 4-bit inference asserts out_features % 64 == 0: every layer QLoRA quantizes must fit."""
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    linear = {name: m.out_features for name, m in model.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert linear and {name: n for name, n in linear.items() if n % 64} == {}
