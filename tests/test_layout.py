@@ -1,5 +1,5 @@
 """The package layout reads as the data path: stage subpackages, imports only pointing down the stages, data_gen
-never reaching the engine, small modules. Every import is read with `ast`, lazy ones inside functions included."""
+never reaching the engine, small modules and functions. Every import is read with `ast`, lazy ones inside functions included."""
 from __future__ import annotations
 
 import ast
@@ -11,6 +11,7 @@ STAGES = ("data", "encode", "models", "train", "merge", "chat", "evaluate", "env
 BASE = ("errors", "io", "cli")                 # top-level modules every stage may use
 DATA_GEN_MAY_USE = ("data", "encode")          # the generators write data; they never train or evaluate
 MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
 MAX_TOP_LEVEL_MODULES = 12                     # .py files directly under helpers/ besides __init__ / __main__
 
 
@@ -76,6 +77,15 @@ def test_no_module_is_over_the_size_limit():
     big = {str(p.relative_to(ROOT)): n for p in _modules("helpers") + _modules("data_gen")
            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
     assert not big, big
+
+
+def test_no_function_is_over_the_size_limit():
+    long = [f"{p.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for p in _modules("helpers") + _modules("data_gen")
+            for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, "\n".join(long)
 
 
 def test_every_stage_says_what_it_holds():

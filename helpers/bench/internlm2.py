@@ -20,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-SHAPE_1_8B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
-                  num_key_value_heads=8, vocab_size=92544)
+from helpers.models.shapes import INTERNLM2_SHAPES
+
+SHAPE_1_8B = INTERNLM2_SHAPES["internlm2-chat-1_8b"]
 
 
 def _synthetic_sp_model(path: Path, size: int) -> None:
@@ -67,19 +68,7 @@ def write_random_checkpoint(directory: Path, shard_bytes: int = 2 * 1024**3, rea
     from safetensors.torch import save_file
 
     c = SHAPE_1_8B
-    head_dim = c["hidden_size"] // c["num_attention_heads"]
-    shapes = {"model.tok_embeddings.weight": (c["vocab_size"], c["hidden_size"])}
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        shapes.update({
-            p + "attention.wqkv.weight": ((c["num_attention_heads"] + 2 * c["num_key_value_heads"]) * head_dim,
-                                          c["hidden_size"]),
-            p + "attention.wo.weight": (c["hidden_size"], c["hidden_size"]),
-            p + "feed_forward.w1.weight": (c["intermediate_size"], c["hidden_size"]),
-            p + "feed_forward.w3.weight": (c["intermediate_size"], c["hidden_size"]),
-            p + "feed_forward.w2.weight": (c["hidden_size"], c["intermediate_size"]),
-            p + "attention_norm.weight": (c["hidden_size"],), p + "ffn_norm.weight": (c["hidden_size"],)})
-    shapes.update({"model.norm.weight": (c["hidden_size"],), "output.weight": (c["vocab_size"], c["hidden_size"])})
+    shapes = _internlm2_shapes(c)
     groups, current, size = [], [], 0
     for name, shape in shapes.items():
         nbytes = 2 * int(torch.Size(shape).numel())
@@ -112,14 +101,37 @@ def write_random_checkpoint(directory: Path, shard_bytes: int = 2 * 1024**3, rea
               "rope_scaling": {"type": "dynamic", "factor": 2.0}, "rope_theta": 1000000,
               "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True, **c}
     (directory / "config.json").write_text(json.dumps(config, indent=2))
-    _synthetic_sp_model(directory / "tokenizer.model", c["vocab_size"])
+    _write_tokenizer(directory, c["vocab_size"])
+    return total
+
+
+def _internlm2_shapes(c: dict) -> dict[str, tuple]:
+    """Tensor name -> shape of an InternLM2 checkpoint with config values `c` (fused wqkv, w1/w3/w2)."""
+    head_dim = c["hidden_size"] // c["num_attention_heads"]
+    shapes = {"model.tok_embeddings.weight": (c["vocab_size"], c["hidden_size"])}
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "attention.wqkv.weight": ((c["num_attention_heads"] + 2 * c["num_key_value_heads"]) * head_dim,
+                                          c["hidden_size"]),
+            p + "attention.wo.weight": (c["hidden_size"], c["hidden_size"]),
+            p + "feed_forward.w1.weight": (c["intermediate_size"], c["hidden_size"]),
+            p + "feed_forward.w3.weight": (c["intermediate_size"], c["hidden_size"]),
+            p + "feed_forward.w2.weight": (c["hidden_size"], c["intermediate_size"]),
+            p + "attention_norm.weight": (c["hidden_size"],), p + "ffn_norm.weight": (c["hidden_size"],)})
+    shapes.update({"model.norm.weight": (c["hidden_size"],), "output.weight": (c["vocab_size"], c["hidden_size"])})
+    return shapes
+
+
+def _write_tokenizer(directory: Path, vocab_size: int) -> None:
+    """A SentencePiece tokenizer.model and tokenizer_config.json laid out as the released InternLM2 ones."""
+    _synthetic_sp_model(directory / "tokenizer.model", vocab_size)
     names = ["<|plugin|>", "<|interpreter|>", "<|action_end|>", "<|action_start|>", "<|im_end|>", "<|im_start|>"]
     added = {str(i): {"content": t, "special": True} for i, t in enumerate(["<unk>", "<s>", "</s>"])}
     added.update({str(92538 + k): {"content": t, "special": True} for k, t in enumerate(names)})
     (directory / "tokenizer_config.json").write_text(json.dumps(
         {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>",
          "add_bos_token": True, "add_eos_token": False, "added_tokens_decoder": added}))
-    return total
 
 
 def main(argv: list[str] | None = None) -> int:

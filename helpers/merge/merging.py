@@ -151,6 +151,22 @@ def _warn_leftovers(out: Path, progress) -> None:
         progress(f"note: {stale} ({size / 2**30:.1f} GiB) is left from an interrupted merge; delete it to free space")
 
 
+@dataclass
+class _MergeInputs:
+    """Everything merge() checked before any heavy work."""
+    base_path: Path
+    loaded: Path              # the folder training loaded (the cached Llama layout for InternLM2)
+    base_config: dict
+    headers: list
+    lora: object              # helpers.merge.lora.Adapter
+    record: dict
+    template: str
+    system: str
+    template_source: str
+    target_dtype: object
+    tokenizer: object
+
+
 def merge(base: str | Path, adapter: str | Path, out: str | Path, max_shard_size: str | int = "2GB",
           device: str = "auto", dtype: str = "auto", template: str | None = None, system: str | None = None,
           internlm2_out: str | Path | None = None, check_logits: bool | None = None, probe: str = DEFAULT_PROBE,
@@ -159,27 +175,55 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, max_shard_size
 
     check_logits: None = when the model fits in memory (decided from its size and free RAM / GPU memory).
     progress: where the step messages go (None: nowhere)."""
-    progress = progress or (lambda *_: None)
     from transformers.utils.hub import convert_file_size_to_int
 
-    from helpers.models.checkpoint_shards import tensor_headers
-    from helpers.encode.encoding import load_tokenizer
-    from helpers.models.generation import prompt_ids, stop_token_ids
-    from helpers.models.internlm2.convert import export_internlm2, is_internlm2_checkpoint, llama_config_from_internlm2
     from helpers.io import atomic_dir
-    from helpers.merge.lora import AdapterMismatch, check_fits, read_adapter
-    from helpers.merge.verify import dtype_name, logits_check_fits, verify_logits, verify_weights
-    from helpers.models.loading import config_hash, hash_config, prepare_checkpoint
-    from helpers.models.find import resolve_model
-    from helpers.models.record import read_record, template_record, write_record
-    from helpers.encode.templates import HF_TEMPLATE, get_template, to_jinja
+    from helpers.merge.verify import dtype_name, verify_weights
+    from helpers.models.internlm2.convert import export_internlm2
 
+    progress = progress or (lambda *_: None)
     started = time.time()
     adapter_dir, out = Path(adapter), Path(out)
     if out.exists() and not overwrite:
         raise TunebookError(f"{out} already exists; choose another output folder or pass --overwrite")
     device = resolve_device(device)
     max_bytes = convert_file_size_to_int(max_shard_size)
+    inputs = _checked_inputs(base, adapter_dir, template, system, dtype, internlm2_out, progress)
+    lora, target_dtype = inputs.lora, inputs.target_dtype
+    plan = plan_shards(inputs.headers, target_dtype, max_bytes)
+    _warn_leftovers(out, progress)
+    progress(f"merging {len(lora.weights)} LoRA modules ({', '.join(lora.target_names)}) into {inputs.base_path} "
+             f"({dtype_name(target_dtype)}, {len(plan)} shard(s) of <= {max_shard_size}, computing on {device}); "
+             f"template {inputs.template} ({inputs.template_source}), system prompt {inputs.system!r}")
+
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        write_merged_shards(inputs.headers, plan, lora, target_dtype, device, tmp, progress)
+        eos = _write_config_and_tokenizer(inputs, tmp)
+        progress("checking every written tensor against base + adapter ...")
+        weight_check = verify_weights(tmp, inputs.headers, lora, target_dtype, device)
+        merge_peak = peak_rss_gib()
+        logits_check = _logits_check(inputs, tmp, adapter_dir, device, check_logits, probe, progress)
+        _write_merge_record(inputs, tmp, base, adapter_dir, eos, weight_check, logits_check)   # written last
+    internlm2_dir = None
+    if internlm2_out is not None:
+        internlm2_dir = export_internlm2(out, internlm2_out, original_dir=inputs.base_path, overwrite=overwrite,
+                                         progress=progress)
+    return MergeResult(out, dtype_name(target_dtype), len(plan), weight_check["tensors"], len(lora.weights),
+                       weight_check, logits_check, round(time.time() - started, 2), round(merge_peak, 3),
+                       round(peak_rss_gib(), 3), internlm2_dir)
+
+
+def _checked_inputs(base, adapter_dir: Path, template, system, dtype: str, internlm2_out, progress) -> _MergeInputs:
+    """Everything that can refuse, before any heavy work (an InternLM2 base is converted only after these)."""
+    from helpers.encode.encoding import load_tokenizer
+    from helpers.encode.templates import HF_TEMPLATE, get_template, to_jinja
+    from helpers.merge.lora import AdapterMismatch, check_fits, read_adapter
+    from helpers.models.checkpoint_shards import tensor_headers
+    from helpers.models.find import resolve_model
+    from helpers.models.internlm2.convert import is_internlm2_checkpoint, llama_config_from_internlm2
+    from helpers.models.loading import hash_config, prepare_checkpoint
+    from helpers.models.record import read_record
+
     base_path = resolve_model(base)
     is_internlm2 = is_internlm2_checkpoint(base_path)
     if internlm2_out is not None and not is_internlm2:
@@ -188,8 +232,6 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, max_shard_size
     if base_config.get("quantization_config"):
         raise TunebookError(f"{base_path} is a quantized checkpoint ({base_config['quantization_config'].get('quant_method')}); "
                             "merge into the full-precision base model (QLoRA adapters are merged that way too)")
-
-    # -- everything that can refuse, before any heavy work (an InternLM2 base is converted only after these)
     lora = read_adapter(adapter_dir)
     record = read_record(adapter_dir) or {}
     template, system, template_source = _template_and_system(adapter_dir, record, template, system, progress)
@@ -205,57 +247,61 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, max_shard_size
     base_config = json.loads((loaded / "config.json").read_text(encoding="utf-8"))
     headers = tensor_headers(loaded)
     check_fits(lora, {name: shape for name, _, shape, _ in headers}, base_path)
-    target_dtype = saved_dtype(base_config, headers, dtype)
     tokenizer = load_tokenizer(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else loaded)
     if template != HF_TEMPLATE:
         tokenizer.chat_template = to_jinja(template)
-    plan = plan_shards(headers, target_dtype, max_bytes)
-    _warn_leftovers(out, progress)
-    progress(f"merging {len(lora.weights)} LoRA modules ({', '.join(lora.target_names)}) into {base_path} "
-             f"({dtype_name(target_dtype)}, {len(plan)} shard(s) of <= {max_shard_size}, computing on {device}); "
-             f"template {template} ({template_source}), system prompt {system!r}")
+    return _MergeInputs(base_path, loaded, base_config, headers, lora, record, template, system, template_source,
+                        saved_dtype(base_config, headers, dtype), tokenizer)
 
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        write_merged_shards(headers, plan, lora, target_dtype, device, tmp, progress)
-        config = dict(base_config)
-        for key in ("dtype", "torch_dtype"):
-            if key in config or key == "dtype":
-                config[key] = dtype_name(target_dtype)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        if config.get("auto_map"):  # remote-code models keep their code, as the base had it
-            for code in loaded.glob("*.py"):
-                shutil.copyfile(code, tmp / code.name)
-        tokenizer.save_pretrained(tmp)
-        eos = _write_generation_config(loaded, tmp, base_config, stop_token_ids(template, tokenizer))
-        progress("checking every written tensor against base + adapter ...")
-        weight_check = verify_weights(tmp, headers, lora, target_dtype, device)
-        merge_peak = peak_rss_gib()
-        fits, why = logits_check_fits(tmp, lora.nbytes, device)
-        if check_logits is False or (check_logits is None and not fits):
-            logits_check = {"skipped": "not asked" if check_logits is False else f"model too large here: {why}"}
-            progress(f"logits check skipped ({logits_check['skipped']})")
-        else:
-            progress("comparing merged logits with base + adapter (PEFT) on the probe prompt ...")
-            ids = prompt_ids(tokenizer, template, [], probe, system)
-            logits_check = {**verify_logits(tmp, loaded, adapter_dir, ids, target_dtype, device), "probe": probe}
-        merged_from = {
-            "base": {"name": str(base), "path": str(base_path), "loaded_path": str(loaded),
-                     "config_hash": config_hash(loaded)},
-            "adapter": {"path": str(adapter_dir.resolve()), "r": lora.config.get("r"),
-                        "lora_alpha": lora.config.get("lora_alpha"), "use_rslora": bool(lora.config.get("use_rslora")),
-                        "target_modules": lora.target_names, "modules": len(lora.weights)},
-            "template": template_record(template), "system": system, "dtype": dtype_name(target_dtype),
-            "eos_token_id": eos, "weight_check": weight_check, "logits_check": logits_check,
-        }
-        write_record(tmp, {**record, "template": template_record(template), "system": system,
-                           "merged_from": merged_from})  # written last: the folder's completion record
-    internlm2_dir = None
-    if internlm2_out is not None:
-        internlm2_dir = export_internlm2(out, internlm2_out, original_dir=base_path, overwrite=overwrite,
-                                         progress=progress)
-    return MergeResult(out, dtype_name(target_dtype), len(plan), weight_check["tensors"], len(lora.weights),
-                       weight_check, logits_check, round(time.time() - started, 2), round(merge_peak, 3),
-                       round(peak_rss_gib(), 3), internlm2_dir)
+
+def _write_config_and_tokenizer(inputs: _MergeInputs, tmp: Path) -> list[int]:
+    """config.json in the merged dtype, remote code if the base had it, the tokenizer, generation_config (its eos)."""
+    from helpers.merge.verify import dtype_name
+    from helpers.models.generation import stop_token_ids
+    config = dict(inputs.base_config)
+    for key in ("dtype", "torch_dtype"):
+        if key in config or key == "dtype":
+            config[key] = dtype_name(inputs.target_dtype)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    if config.get("auto_map"):  # remote-code models keep their code, as the base had it
+        for code in inputs.loaded.glob("*.py"):
+            shutil.copyfile(code, tmp / code.name)
+    inputs.tokenizer.save_pretrained(tmp)
+    return _write_generation_config(inputs.loaded, tmp, inputs.base_config,
+                                    stop_token_ids(inputs.template, inputs.tokenizer))
+
+
+def _logits_check(inputs: _MergeInputs, tmp: Path, adapter_dir: Path, device: str, check_logits, probe: str,
+                  progress) -> dict:
+    from helpers.merge.verify import logits_check_fits, verify_logits
+    from helpers.models.generation import prompt_ids
+    fits, why = logits_check_fits(tmp, inputs.lora.nbytes, device)
+    if check_logits is False or (check_logits is None and not fits):
+        skipped = {"skipped": "not asked" if check_logits is False else f"model too large here: {why}"}
+        progress(f"logits check skipped ({skipped['skipped']})")
+        return skipped
+    progress("comparing merged logits with base + adapter (PEFT) on the probe prompt ...")
+    ids = prompt_ids(inputs.tokenizer, inputs.template, [], probe, inputs.system)
+    return {**verify_logits(tmp, inputs.loaded, adapter_dir, ids, inputs.target_dtype, device), "probe": probe}
+
+
+def _write_merge_record(inputs: _MergeInputs, tmp: Path, base, adapter_dir: Path, eos, weight_check: dict,
+                        logits_check: dict) -> None:
+    """tunebook.json of the merged folder: the adapter's record plus where the merge came from and its checks."""
+    from helpers.merge.verify import dtype_name
+    from helpers.models.loading import config_hash
+    from helpers.models.record import template_record, write_record
+    lora, template = inputs.lora, template_record(inputs.template)
+    merged_from = {
+        "base": {"name": str(base), "path": str(inputs.base_path), "loaded_path": str(inputs.loaded),
+                 "config_hash": config_hash(inputs.loaded)},
+        "adapter": {"path": str(adapter_dir.resolve()), "r": lora.config.get("r"),
+                    "lora_alpha": lora.config.get("lora_alpha"), "use_rslora": bool(lora.config.get("use_rslora")),
+                    "target_modules": lora.target_names, "modules": len(lora.weights)},
+        "template": template, "system": inputs.system, "dtype": dtype_name(inputs.target_dtype),
+        "eos_token_id": eos, "weight_check": weight_check, "logits_check": logits_check,
+    }
+    write_record(tmp, {**inputs.record, "template": template, "system": inputs.system, "merged_from": merged_from})
 
 
 def main(argv: list[str] | None = None) -> int:

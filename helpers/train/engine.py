@@ -24,7 +24,7 @@ from helpers.io import ASSETS, publish_dir, read_jsonl, write_json
 from helpers.train.callbacks import ChatSamples, CheckpointMarker, LossLog, complete_checkpoints, discard_incomplete, trim_log
 from helpers.train.live_view import LiveView, TokenMeter
 from helpers.encode.packing import collate_micro_batch, default_strategy
-from helpers.models.record import template_record, write_record
+from helpers.models.record import training_record, write_record
 from helpers.encode.templates import HF_TEMPLATE, to_jinja
 from helpers.train.config import ConfigError, TrainConfig, config_digest
 
@@ -95,11 +95,12 @@ def training_arguments(config: TrainConfig, device: str, dtype, optim: str):
 
 def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | None = None,
           meter: TokenMeter | None = None) -> TrainResult:
-    """Train (or resume, or return the finished result of) the run described by `config`."""
+    """Train (or resume, or return the finished result of) the run described by `config`.
+
+    Reads top to bottom: tokenizer and data -> model -> the training record -> resume point -> fit -> publish."""
     config.validate()
-    from helpers.models.loading import (LoraSettings, apply_lora, compute_dtype, config_hash, device_kind,
-                                        load_model, lora_targets, prepare_checkpoint, trainable_parameters)
     from helpers.models.find import resolve_model
+    from helpers.models.loading import prepare_checkpoint
     rank, world_size = world()
     output_dir = Path(config.output_dir)
     run_digest = config_digest(config, RESUME_KEYS)
@@ -111,37 +112,81 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
 
     model_path = resolve_model(config.model)
     loaded_path = prepare_checkpoint(model_path, config.trust_remote_code)
+    tokenizer, template = _tokenizer_and_template(config, loaded_path)
+    data, replayed = _training_data(config, tokenizer, template, loaded_path, output_dir, rank)
+    device = device_kind_for_training()
+    strategy = choose_batching(config, device)
+    from helpers.train import data_cache
+    plan = data_cache.build_plan(data.samples, strategy, config.max_length, config.batch_size, config.seed)
+    model, dtype = _model(config, loaded_path, world_size)
+    optim = choose_optimizer(config, device)
+    record = training_record(config, model_path=model_path, loaded_path=loaded_path, template=template, model=model,
+                             data=data, replayed=replayed, strategy=strategy, plan=plan, world_size=world_size,
+                             optim=optim, dtype=dtype, device=device)
+    if rank == 0:
+        _print_summary(config, record, data, plan, tokenizer)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(output_dir / "run.json", {"digest": run_digest, "settings": config.as_dict()})
+    resume = _resume_point(output_dir, rank)
+
+    meter, store = meter or TokenMeter(), []
+    view = LiveView(meter, store, notebook=notebook)
+    trainer = _trainer(config, model, tokenizer, template, data_cache.dataset(data.samples, plan, config.seed),
+                       training_arguments(config, device, dtype, optim), run_digest, meter, store,
+                       [view, *(callbacks or [])], world_size)
+    started = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    record["training"].update({"steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+                               "seconds": round(time.time() - started, 1), "final_loss": _last_loss(view),
+                               "resumed_from": resume})
+    _publish(trainer, tokenizer, record, output_dir, final_dir, config.mode)
+    return TrainResult(output_dir, final_dir, trainer.state.global_step, view.losses, store, record, resume)
+
+
+def device_kind_for_training() -> str:
+    from helpers.models.loading import device_kind
+    device = device_kind()
+    if device == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else importing DeepSpeed (if installed) logs a GPU-search warning
+    return device
+
+
+def _tokenizer_and_template(config: TrainConfig, loaded_path: Path):
+    """The tokenizer, carrying the training template as its chat_template, and the template's name."""
     from helpers.encode.encoding import load_tokenizer
     from helpers.models.find import resolve_template
     tokenizer = load_tokenizer(loaded_path, trust_remote_code=config.trust_remote_code)
     template = resolve_template(config.template, loaded_path)
     if template != HF_TEMPLATE:
         tokenizer.chat_template = to_jinja(template)  # the saved tokenizer carries the training format
-    system = config.system
+    return tokenizer, template
 
-    from helpers.train import data_cache as training_data
+
+def _training_data(config: TrainConfig, tokenizer, template: str, loaded_path: Path, output_dir: Path, rank: int):
+    """(encoded data, base answers or None): the data file (its general records answered by the base if asked),
+    tokenized once into output_dir/data_cache by rank 0 while other ranks wait on the file."""
+    from helpers.train import data_cache
     data_path, replayed = config.data_path, None
     if config.general_answers == "base":
-        replayed = _base_answers(config, loaded_path, template, system, output_dir, rank)
+        replayed = _base_answers(config, loaded_path, template, config.system, output_dir, rank)
         data_path = str(replayed.path)
     cache_dir = output_dir / "data_cache"
     try:
-        data = training_data.prepare(data_path, config.data_format, tokenizer, template,
-                                     config.max_length, system, cache_dir, rank)
+        data = data_cache.prepare(data_path, config.data_format, tokenizer, template, config.max_length,
+                                  config.system, cache_dir, rank)
     except TunebookError as err:
         if rank == 0:
-            training_data.mark_failed(cache_dir, data_path, config.data_format, tokenizer, template,
-                                      config.max_length, system, str(err))
+            data_cache.mark_failed(cache_dir, data_path, config.data_format, tokenizer, template, config.max_length,
+                                   config.system, str(err))
         raise
-    device = device_kind()
-    if device == "cpu":
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else importing DeepSpeed (if installed) logs a GPU-search warning
-    strategy = choose_batching(config, device)
-    plan = training_data.build_plan(data.samples, strategy, config.max_length, config.batch_size, config.seed)
-    train_set = training_data.dataset(data.samples, plan, config.seed)
+    return data, replayed
 
-    dtype = compute_dtype(config.dtype)
+
+def _model(config: TrainConfig, loaded_path: Path, world_size: int):
+    """(the model to train: LoRA attached unless mode is full, its compute dtype)."""
     from transformers import set_seed
+
+    from helpers.models.loading import LoraSettings, apply_lora, compute_dtype, load_model
     set_seed(config.seed)  # LoRA's A matrices are drawn when the adapter is attached, before the Trainer seeds
     model = load_model(loaded_path, config.mode, config.dtype, trust_remote_code=config.trust_remote_code,
                        gradient_checkpointing=config.gradient_checkpointing,
@@ -154,75 +199,50 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
         model = apply_lora(model, LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout,
                                                targets if isinstance(targets, str) else tuple(targets),
                                                top_layers=config.lora_top_layers))
-    trainable, total = trainable_parameters(model)
+    return model, compute_dtype(config.dtype)
 
-    optim = choose_optimizer(config, device)
-    args = training_arguments(config, device, dtype, optim)
-    meter, store = meter or TokenMeter(), []
-    record = {
-        "base_model": {"name": config.model, "path": str(model_path), "loaded_path": str(loaded_path),
-                       "config_hash": config_hash(loaded_path)},
-        "template": template_record(template), "system": system, "mode": config.mode,
-        "lora": None if config.mode == "full" else {"r": config.lora_r, "alpha": config.lora_alpha,
-                                                    "dropout": config.lora_dropout,
-                                                    "target_modules": lora_targets(model),
-                                                    "top_layers": config.lora_top_layers or None},
-        "data": {"path": config.data_path, "format": data.format, "records": data.records,
-                 "general_answers": None if replayed is None else {"from": "base", "file": str(replayed.path),
-                                                                    "answered": replayed.answered},
-                 "samples": data.stats.samples, "tokens": data.stats.tokens,
-                 "trained_tokens": data.stats.trained_tokens, "truncated": data.stats.truncated,
-                 "dropped": data.stats.dropped_prompt_too_long + data.stats.dropped_no_trained},
-        "batching": {"strategy": strategy, "pack": config.pack, "max_length": config.max_length,
-                     "batch_size": config.batch_size, "accumulative_counts": config.accumulative_counts,
-                     "world_size": world_size, "micro_batches_per_epoch": len(plan.micro_batches),
-                     **{k: v for k, v in plan.summary().items() if k in ("efficiency", "trained_share")}},
-        "training": {"optim": optim, "dtype": str(dtype).replace("torch.", ""), "lr": config.lr,
-                     "loss_chunk": config.loss_chunk,
-                     "device": device, "trainable_parameters": trainable, "total_parameters": total},
-        "settings": config.as_dict(),
-    }
-    if rank == 0:
-        _print_summary(config, record, data, plan, tokenizer)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_json(output_dir / "run.json", {"digest": run_digest, "settings": config.as_dict()})
 
-    resume = None
+def _resume_point(output_dir: Path, rank: int) -> str | None:
+    """The last complete checkpoint (after discarding half-written ones), its logs trimmed to its step; or None."""
     if rank == 0:
         removed = discard_incomplete(output_dir)
         if removed:
             print(f"ignored incomplete checkpoint(s) from an interrupted save: {', '.join(removed)}")
     checkpoints = complete_checkpoints(output_dir)
-    if checkpoints:
-        resume = str(checkpoints[-1])
-        step = int(checkpoints[-1].name.split("-")[-1])
-        if rank == 0:
-            print(f"resuming from {resume} (step {step})")
-            trim_log(output_dir / "loss.jsonl", step)
-            trim_log(output_dir / "chat_samples.jsonl", step)
+    if not checkpoints:
+        return None
+    resume, step = str(checkpoints[-1]), int(checkpoints[-1].name.split("-")[-1])
+    if rank == 0:
+        print(f"resuming from {resume} (step {step})")
+        trim_log(output_dir / "loss.jsonl", step)
+        trim_log(output_dir / "chat_samples.jsonl", step)
+    return resume
 
+
+def _trainer(config: TrainConfig, model, tokenizer, template: str, train_set, args, run_digest: str,
+             meter: TokenMeter, store: list, extra_callbacks: list, world_size: int):
+    """transformers.Trainer with tunebook's collator and callbacks (checkpoint marker, loss log, chat samples)."""
     from transformers import Trainer
-    view = LiveView(meter, store, notebook=notebook)
+    from transformers.trainer_callback import PrinterCallback
+    output_dir = Path(config.output_dir)
     inputs = config.evaluation_inputs
     if config.deepspeed and "zero3" in str(config.deepspeed) and world_size > 1:
         # ZeRO-3 partitions the weights: generating on rank 0 alone would wait forever for the other ranks.
         print("in-training chat samples are off under ZeRO-3 with several processes; chat with the adapter afterwards")
         inputs = []
-    chat = ChatSamples(tokenizer, template, system, inputs, config.evaluation_freq,
+    chat = ChatSamples(tokenizer, template, config.system, inputs, config.evaluation_freq,
                        config.evaluation_max_new_tokens, output_dir / "chat_samples.jsonl", store)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, processing_class=tokenizer,
                       data_collator=partial(_collate, meter=meter, pad_token_id=_pad_id(tokenizer)),
-                      callbacks=[CheckpointMarker(run_digest, meter), LossLog(output_dir / "loss.jsonl"), chat, view,
-                                 *(callbacks or [])])
-    from transformers.trainer_callback import PrinterCallback
+                      callbacks=[CheckpointMarker(run_digest, meter), LossLog(output_dir / "loss.jsonl"), chat,
+                                 *extra_callbacks])
     trainer.remove_callback(PrinterCallback)  # the live view prints (or draws) progress instead
-    started = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    record["training"].update({"steps": trainer.state.global_step, "epochs": trainer.state.epoch,
-                               "seconds": round(time.time() - started, 1), "final_loss": _last_loss(view),
-                               "resumed_from": resume})
-    # Every rank calls save_model (under ZeRO-3 it gathers the partitioned weights); rank 0 writes into a staging
-    # folder that becomes `final_dir` in one rename, so a half-saved adapter is never taken for a finished run.
+    return trainer
+
+
+def _publish(trainer, tokenizer, record: dict, output_dir: Path, final_dir: Path, mode: str) -> None:
+    """Every rank calls save_model (under ZeRO-3 it gathers the partitioned weights); rank 0 writes into a staging
+    folder that becomes `final_dir` in one rename, so a half-saved adapter is never taken for a finished run."""
     staging = output_dir / f".{final_dir.name}.staging"
     if trainer.args.should_save:
         shutil.rmtree(staging, ignore_errors=True)
@@ -232,8 +252,7 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
         tokenizer.save_pretrained(staging)
         write_record(staging, record)
         publish_dir(staging, final_dir)
-        print(f"{'model' if config.mode == 'full' else 'adapter'} saved to {final_dir}")
-    return TrainResult(output_dir, final_dir, trainer.state.global_step, view.losses, store, record, resume)
+        print(f"{'model' if mode == 'full' else 'adapter'} saved to {final_dir}")
 
 
 def _base_answers(config: TrainConfig, loaded_path: Path, template: str, system: str, output_dir: Path, rank: int):
