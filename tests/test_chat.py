@@ -200,9 +200,9 @@ def test_side_by_side_sends_one_question_to_both(fresh):
     widget = ChatWidget([base, fresh], ["base", "fine-tuned"])
     widget.temperature.value = 0.0
     widget.max_new_tokens.value = 64
-    widget.question.value = CAMP[0][0]
-    widget.send_clicked()
+    answers = widget.ask(CAMP[0][0])                 # = typing the question and pressing Send
     assert [t.input for t in base.history] == [t.input for t in fresh.history] == [CAMP[0][0]]
+    assert answers == [base.history[0].output, fresh.history[0].output]
     assert fresh.history[0].output == CAMP[0][1] != base.history[0].output
     assert CAMP[0][1] in widget.transcripts[1].value and CAMP[0][1] not in widget.transcripts[0].value
 
@@ -218,6 +218,8 @@ def test_widget_errors_show_in_the_box_and_state_serialises(fresh, monkeypatch):
     widget.question.value = "hi"
     widget.send_clicked()
     assert "error: RuntimeError: CUDA out of memory (simulated)" in widget.status.value
+    with pytest.raises(RuntimeError, match="no answer to 'hi'.*CUDA out of memory"):
+        widget.ask("hi")                              # headless: the same failure is raised, not only shown
     assert not widget.send.disabled and fresh.history == []
     state = embed_data(views=[widget.box])["manager_state"]["state"]
     modules = {(m["model_module"], m["model_module_version"]) for m in state.values()}

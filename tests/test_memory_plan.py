@@ -83,3 +83,14 @@ def test_advice_names_settings_that_fit():
 def test_report_reads_config_json(tiny_model_dir):
     text = report(tiny_model_dir, Plan(), budget=8 * GIB)
     assert "memory plan for model" in text and "total (allocator peak)" in text and "fits" in text
+
+
+def test_advice_table_covers_each_camp_model_on_each_common_gpu():
+    from helpers.models.shapes import INTERNLM2_SHAPES
+    from helpers.train.memory_plan import COMMON_GPUS, advice_table
+    assert Shape.from_config(INTERNLM2_SHAPES["internlm2-chat-7b"]) == SHAPE_7B    # the one table, the same shape
+    lines = advice_table(Plan(mode="lora", gradient_checkpointing=False)).splitlines()
+    assert len(lines) == len(INTERNLM2_SHAPES) * len(COMMON_GPUS)
+    seven_on_t4 = next(line for line in lines if line.startswith("internlm2-chat-7b") and "T4 16GB" in line)
+    assert seven_on_t4.split("T4 16GB")[1].strip() == advise(SHAPE_7B, Plan(mode="lora", gradient_checkpointing=False),
+                                                             15 * GIB)[0]

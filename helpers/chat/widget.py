@@ -93,6 +93,16 @@ class ChatWidget:
         finally:
             self.send.disabled = False
 
+    def ask(self, question: str) -> list[str]:
+        """What typing `question` and pressing Send does, for headless runs (tests, the main job): the answer of
+        each column, in order; an error is shown in the status line as in the UI and raised here."""
+        self.question.value = question
+        asked = [len(session.history) for session in self.sessions]
+        self.send_clicked()
+        if any(len(session.history) == n for session, n in zip(self.sessions, asked)):
+            raise RuntimeError(f"no answer to {question!r}: {self.status.value}")
+        return [session.history[-1].output for session in self.sessions]
+
     def reset_clicked(self, _button=None) -> None:
         for session, view in zip(self.sessions, self.transcripts):
             session.reset()

@@ -34,6 +34,41 @@ def workdir() -> Path:
     return path
 
 
+# Where the notebooks keep what they make, one convention for all of them (and for helpers.notebook.defaults).
+DATA_KINDS = ("persona", "colorist")
+
+
+def data_file(data: str | Path) -> Path:
+    """work/data/<kind>.jsonl for a kind the notebooks make (persona, colorist); any other value is a file path."""
+    return workdir() / "data" / f"{data}.jsonl" if data in DATA_KINDS else Path(data)
+
+
+def heldout_file(data: str | Path) -> Path:
+    """The held-out questions written beside a data file (<stem>.heldout.jsonl)."""
+    path = data_file(data)
+    return path.with_name(f"{path.stem}.heldout.jsonl")
+
+
+def train_dir_for(kind: str) -> Path:
+    return workdir() / f"train-{kind}"
+
+
+def merged_dir_for(kind: str) -> Path:
+    return workdir() / f"merged-{kind}"
+
+
+def train_config_from(parameters: dict, **given):
+    """A TrainConfig from a notebook's parameters cell: each field whose UPPER-CASE name is set there (MAX_LENGTH ->
+    max_length), then `given` (model, data_path, output_dir, ...). Unknown names are ignored: a parameters cell
+    also holds notebook-only settings."""
+    import dataclasses
+
+    from helpers.train.config import TrainConfig
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {name: parameters[name.upper()] for name in names if name.upper() in parameters}
+    return TrainConfig(**{**values, **given})
+
+
 def has_gpu() -> bool:
     import torch
     return torch.cuda.is_available()

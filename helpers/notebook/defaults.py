@@ -33,16 +33,16 @@ def ensure_data(kind: str, path: Path, which: str | None = None) -> Path:
 def ensure_adapter(kind: str, which: str | None = None) -> Path:
     """The adapter 03_qlora_training writes (work/train-<kind>/adapter); trained now with the profile's settings
     if it is missing."""
-    from helpers.notebook.cells import choose_model, profile, training_settings, workdir
+    from helpers.notebook.cells import choose_model, data_file, profile, train_dir_for, training_settings
     from helpers.train.config import TrainConfig
     from helpers.train.engine import train
-    adapter = workdir() / f"train-{kind}" / "adapter"
+    adapter = train_dir_for(kind) / "adapter"
     if (adapter / "tunebook.json").is_file():
         return adapter
     which = which or profile()
     print(f"{adapter} not found: training one now with the {which} profile's settings "
           "(run 03_qlora_training to train your own)")
-    data = ensure_data(kind, workdir() / "data" / f"{kind}.jsonl", which)
+    data = ensure_data(kind, data_file(kind), which)
     config = TrainConfig(model=str(choose_model("auto").path), data_path=str(data), output_dir=str(adapter.parent),
                          **training_settings(kind, which))
     return train(config).adapter_dir
@@ -50,8 +50,8 @@ def ensure_adapter(kind: str, which: str | None = None) -> Path:
 
 def find_adapter(kind: str, train_if_missing: bool) -> Path | None:
     """The adapter of an earlier 03 run for `kind`, one trained now (profile settings), or None."""
-    from helpers.notebook.cells import workdir
-    adapter = workdir() / f"train-{kind}" / "adapter"
+    from helpers.notebook.cells import train_dir_for
+    adapter = train_dir_for(kind) / "adapter"
     if (adapter / "tunebook.json").is_file():
         return adapter
     return ensure_adapter(kind) if train_if_missing else None

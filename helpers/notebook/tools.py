@@ -8,7 +8,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from helpers.env.shadow import NOTEBOOK_IMPORT_CHECK
+
 CHECK = "NBVAL_CHECK_OUTPUT"
+# The first code cell of every notebook, identical everywhere (tests/test_notebooks.py): it runs before helpers can
+# be imported, so it is plain Python. On Colab it installs the clone the notebook sits in (Colab's torch and Jupyter
+# stay); everywhere it then checks that `import helpers` found tunebook's package and not a learner's helpers.py.
+SETUP_CELL = (
+    "# Colab 上先安装本仓库（从仓库的 notebooks/ 目录打开；Colab 自带的 torch / Jupyter 不变）；本地和 InternStudio 见 README\n"
+    "import subprocess, sys\n"
+    'if "google.colab" in sys.modules: subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", ".."])\n'
+    + NOTEBOOK_IMPORT_CHECK).rstrip("\n")
 
 
 def is_checked(cell) -> bool:

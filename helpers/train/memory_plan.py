@@ -213,3 +213,17 @@ def report(model_dir: str | os.PathLike, plan: Plan = Plan(), budget: float | No
             f"max_length {plan.max_length} x batch {plan.batch_size}, gradient checkpointing "
             f"{'on' if plan.gradient_checkpointing else 'off'}, LoRA r{plan.lora_r}")
     return "\n".join([head, est.table(), *advise(shape, plan, budget)])
+
+
+# GPUs learners meet: Colab's T4 and InternStudio's A100 slices (GiB a notebook can use).
+COMMON_GPUS = (("T4 16GB", 15), ("A100 10% slice 8GB", 8), ("A100 30% slice 24GB", 24))
+
+
+def advice_table(plan: Plan = Plan(), gpus=COMMON_GPUS) -> str:
+    """One line per camp model (helpers.models.shapes) and common GPU: whether `plan` fits, and if not what would."""
+    from helpers.models.shapes import INTERNLM2_SHAPES
+    lines = []
+    for name, config in INTERNLM2_SHAPES.items():
+        for gpu, gib in gpus:
+            lines.append(f"{name:<20} {gpu:<20} {advise(Shape.from_config(config), plan, gib * GIB)[0]}")
+    return "\n".join(lines)
