@@ -154,7 +154,7 @@ def test_package_too_old_fails_with_the_pip_command():
 
 def test_requirements_come_from_the_project_and_deepspeed_only_when_asked():
     requires, python, source = project_requirements()
-    assert "transformers>=4.56" in requires and python == ">=3.10"
+    assert "transformers>=5.24" in requires and python == ">=3.10"
     assert source.endswith("pyproject.toml") or source == "installed tunebook metadata"
     names = [c.name for c in package_checks(requires, deepspeed=False)]
     assert {"torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate", "tokenizers", "safetensors",

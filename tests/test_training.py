@@ -188,7 +188,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_model_dir, pers
 @pytest.mark.slow
 def test_deepspeed_zero2_on_cpu_matches_plain_training(tiny_model_dir, persona_file, tmp_path):
     """DeepSpeed's CPU accelerator runs ZeRO-2 in fp32 on one rank; the loss curve equals the plain run's."""
-    import deepspeed  # noqa: F401  (in the [test] extra: a missing DeepSpeed is a failure here, not a skip)
+    # a missing DeepSpeed is a failure here, not a skip: `quickstart.py test` installs it (pip install -e .[deepspeed])
+    import deepspeed  # noqa: F401
     plain = tiny_config(tiny_model_dir, persona_file, tmp_path / "plain", accumulative_counts=2, max_steps=4,
                         save_steps=2, lora_dropout=0.0, warmup_ratio=0.0)
     zero2 = tiny_config(tiny_model_dir, persona_file, tmp_path / "zero2", accumulative_counts=2, max_steps=4,
