@@ -99,3 +99,11 @@ def test_the_layout_test_sees_a_wrong_import(tmp_path):
     module = tmp_path / "probe.py"
     module.write_text("def f():\n    from helpers.train.engine import train\n", encoding="utf-8")
     assert _imports(module) == [("helpers.train.engine", 2)] and _stage("helpers.train.engine") == "train"
+
+
+def test_readme_layout_names_every_module():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):readme.index("## Known limits")]
+    missing = [str(p.relative_to(ROOT)) for p in _modules("helpers") + _modules("data_gen")
+               if p.stem not in ("__init__", "__main__") and p.stem not in layout]
+    assert not missing, missing
