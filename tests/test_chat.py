@@ -74,7 +74,7 @@ def test_session_streams_the_same_answer_as_generation_answer(fresh):
         assert "".join(pieces) == expected == answer(fresh.model, fresh.tokenizer, fresh.template, question,
                                                      sampling=GREEDY)
         assert len(pieces) > 1 and all("<|" not in p and "</s>" not in p for p in pieces)
-    assert fresh.template == "internlm2_chat"  # from the adapter's training record
+    assert fresh.template.name == "internlm2_chat"  # from the adapter's training record
 
 
 def test_history_follows_the_training_rendering_and_reset_clears_it(fresh):

@@ -54,7 +54,7 @@ def calls(monkeypatch):
         answers = []
         for question, system in zip(questions, systems):
             seen.append({"model": model.name, "off": model.off, "question": question, "system": system,
-                         "template": template, "max_new_tokens": sampling.max_new_tokens, "greedy": sampling.greedy})
+                         "template": str(template), "max_new_tokens": sampling.max_new_tokens, "greedy": sampling.greedy})
             answers.append(model.reply(question))
         progress(len(answers))
         return answers

@@ -310,7 +310,8 @@ def test_internlm2_base_merged_in_llama_layout_and_exported_back(tmp_path):
     from helpers.models.internlm2.convert import convert_internlm2_to_llama, ensure_llama_layout
     from helpers.bench.merge import write_random_adapter
     from helpers.models.loading import config_hash
-    from helpers.models.record import template_record, write_record
+    from helpers.encode.chat_format import chat_format
+    from helpers.models.record import write_record
     (tmp_path / "sp").mkdir()
     sp = train_sp_model(tmp_path / "sp" / "tokenizer.model", add_dummy_prefix=True)
     source = tmp_path / "internlm2-chat-tiny"
@@ -318,7 +319,7 @@ def test_internlm2_base_merged_in_llama_layout_and_exported_back(tmp_path):
     llama = ensure_llama_layout(source, progress=None)
     write_random_adapter(tmp_path / "adapter", llama, r=8, alpha=16)
     write_record(tmp_path / "adapter", {"base_model": {"name": "tiny", "config_hash": config_hash(llama)},
-                                        "template": template_record("internlm2_chat"), "system": ""})
+                                        "template": chat_format("internlm2_chat").record(), "system": ""})
     # another InternLM2 base is refused by its config hash before it is converted (the heavy step)
     other = tmp_path / "internlm2-other"
     write_internlm2_checkpoint(other, sp, intermediate_size=384)

@@ -134,9 +134,10 @@ def test_auto_template_is_the_models_own(tiny_model_dir, tmp_path):
     from helpers.models.find import model_template, resolve_template
     from helpers.models.pypi import MARKER
     assert model_template(tiny_model_dir) == "internlm2_chat"
-    assert resolve_template("auto", tiny_model_dir) == "internlm2_chat"
-    assert resolve_template("qwen_chat", tiny_model_dir) == "qwen_chat"
+    assert resolve_template("auto", tiny_model_dir).name == "internlm2_chat"
+    assert resolve_template(None, tiny_model_dir).name == "internlm2_chat"
+    assert resolve_template("qwen_chat", tiny_model_dir).prompt.stop_words == ("<|im_end|>", "<|endoftext|>")
     smol = tmp_path / "smol"
     shutil.copytree(tiny_model_dir, smol)
     (smol / MARKER).write_text(json.dumps({"template": "chatml"}))
-    assert resolve_template("auto", smol) == "chatml"
+    assert resolve_template("auto", smol).name == "chatml"

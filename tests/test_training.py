@@ -252,7 +252,7 @@ def test_yaml_config_and_overrides(tmp_path):
     ({"data_path": "missing.jsonl"}, "data_path: missing.jsonl does not exist"),
     ({"max_length": 0}, "max_length: must be positive"),
     ({"model": "/no/such/model"}, "cannot find model '/no/such/model'"),
-    ({"mode": "qlora4"}, "mode: unknown"),
+    ({"mode": "qlora4"}, "mode: must be one of qlora, lora, full, got .qlora4."),
 ])
 def test_bad_settings_fail_before_any_model_is_loaded(tiny_model_dir, persona_file, tmp_path, monkeypatch,
                                                       setting, message):

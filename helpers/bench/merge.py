@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from helpers.bench.internlm2 import SHAPE_1_8B, write_random_checkpoint
+from helpers.encode.chat_format import DEFAULT_TEMPLATE
 from helpers.models.internlm2.layout import LLAMA_LORA_TARGETS
 
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         # across exec, so a merge started from a parent that once held 2 GB would report that parent's peak.
         subprocess.run([sys.executable, "-m", "helpers.bench.merge", "--prepare", str(root)], check=True)
         command = [sys.executable, "-m", "helpers", "merge", str(source), str(root / "adapter"), str(root / "merged"),
-                   "--template", "internlm2_chat", "--dtype", args.dtype, "--max-shard-size", args.max_shard_size,
+                   "--template", DEFAULT_TEMPLATE, "--dtype", args.dtype, "--max-shard-size", args.max_shard_size,
                    "--device", args.device] + (["--no-logits-check"] if args.no_logits_check else [])
         print("$ " + " ".join(command))
         start = time.perf_counter()

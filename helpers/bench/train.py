@@ -21,6 +21,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from helpers.encode.chat_format import DEFAULT_TEMPLATE
 from helpers.errors import TunebookError
 from helpers.models.shapes import INTERNLM2_SHAPES
 from helpers.train.live_view import TokenMeter
@@ -208,22 +209,17 @@ def run_baseline(model_dir: Path, records: list[dict], work: Path, steps: int, w
     """The tutorials' recipe: padded batches in random order, HF loss, PEFT's k-bit preparation."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import (AutoModelForCausalLM, BitsAndBytesConfig, DataCollatorForSeq2Seq, Trainer,
-                              TrainingArguments)
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from helpers.encode.encoding import Encoder, load_tokenizer
     from helpers.data.formats import conversations_from_records
-    from helpers.models.loading import compute_dtype, keep_4bit_trainable, quiet_bitsandbytes_kernel_warning
-    quiet_bitsandbytes_kernel_warning()
+    from helpers.models.loading import compute_dtype, from_pretrained, keep_4bit_trainable
     tokenizer = load_tokenizer(model_dir)
-    samples = Encoder(tokenizer, "internlm2_chat", 512).encode_all(conversations_from_records(records))  # MAX_LENGTH 512
+    samples = Encoder(tokenizer, DEFAULT_TEMPLATE, 512).encode_all(conversations_from_records(records))  # MAX_LENGTH 512
     dataset = [{"input_ids": s.input_ids, "labels": s.labels, "attention_mask": [1] * len(s)} for s in samples]
     dtype = compute_dtype("auto")
     cuda = torch.cuda.is_available()
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=dtype, device_map={"": 0} if cuda else "cpu",
-        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype))
+    model = from_pretrained(model_dir, dtype=dtype, bits=4)  # the same NF4 recipe; the rest is XTuner-style
     keep_4bit_trainable(model)  # the CPU repacking bug would make the baseline's gradients wrong, not just slow
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     model = get_peft_model(model, LoraConfig(r=64, lora_alpha=16, lora_dropout=0.1, target_modules="all-linear",

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator, TextIO
 
+from helpers.encode.chat_format import DEFAULT_TEMPLATE, ChatFormat, chat_format
 from helpers.data.conversation import Turn
 from helpers.models.generation import Sampling, generation_kwargs, prompt_ids, stop_words
 
@@ -57,7 +58,7 @@ class StopFilter:
 class ChatSession:
     model: object
     tokenizer: object
-    template: str = "internlm2_chat"
+    template: ChatFormat | str = DEFAULT_TEMPLATE  # a name is resolved to its ChatFormat on creation
     system: str = ""
     sampling: Sampling = Sampling()             # XTuner chat defaults (T=0.1, top_p 0.75, top_k 40)
     history: list[Turn] = field(default_factory=list)
@@ -65,6 +66,9 @@ class ChatSession:
     extra_stop_words: tuple[str, ...] = ()
     last_prompt_ids: list[int] = field(default_factory=list)
     loaded: object = None                       # helpers.models.loading.InferenceModel: paths and training record
+
+    def __post_init__(self):
+        self.template = chat_format(self.template)
 
     @property
     def stop_words(self) -> list[str]:

@@ -51,7 +51,7 @@ class ChatWidget:
         self.max_new_tokens = w.IntSlider(value=min(first.sampling.max_new_tokens, 4096), min=1, max=4096,
                                           description="max_new_tokens", style=style)
         self.transcripts = [w.HTML(value="") for _ in sessions]
-        self.status = w.HTML(value=f"template <code>{html.escape(first.template)}</code>")
+        self.status = w.HTML(value=f"template <code>{html.escape(str(first.template))}</code>")
         columns = [w.VBox([w.HTML(f"<h4>{html.escape(t)}</h4>"), view],
                           layout=w.Layout(width=f"{100 // len(sessions)}%", border="1px solid #ddd", padding="4px"))
                    for t, view in zip(titles, self.transcripts)]
@@ -87,7 +87,7 @@ class ChatWidget:
                     partial += piece
                     view.value = render_transcript(session.history, question, partial)
                 view.value = render_transcript(session.history)
-            self.status.value = f"template <code>{html.escape(self.sessions[0].template)}</code>"
+            self.status.value = f"template <code>{html.escape(str(self.sessions[0].template))}</code>"
         except Exception as err:  # a handler's exception would only reach JupyterLab's log console: show it here
             self.status.value = f'<span style="color:#b00">error: {html.escape(f"{type(err).__name__}: {err}")}</span>'
         finally:

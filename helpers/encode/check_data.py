@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from helpers.data.conversation import with_default_system
 from helpers.errors import TunebookError
 from helpers.data.formats import FORMATS, LoadResult, load_conversations
-from helpers.encode.templates import HF_TEMPLATE, get_template, render_text, resolve_system, segments
+from helpers.encode.chat_format import DEFAULT_TEMPLATE, ChatFormat, chat_format
+from helpers.encode.templates import render_text, resolve_system
 
 MAX_ISSUES_SHOWN = 50
 
@@ -20,7 +21,7 @@ MAX_ISSUES_SHOWN = 50
 @dataclass
 class DataReport:
     load: LoadResult
-    template: str
+    template: ChatFormat
     max_length: int
     distinct: int = 0
     encode: object = None                       # EncodeStats when a tokenizer was given
@@ -33,13 +34,12 @@ class DataReport:
         return not self.load.issues and bool(self.load.conversations)
 
 
-def check(source, fmt: str = "auto", template: str = "internlm2_chat", tokenizer=None, max_length: int = 2048,
-          system: str = "", show: int = 2) -> DataReport:
+def check(source, fmt: str = "auto", template: ChatFormat | str = DEFAULT_TEMPLATE, tokenizer=None,
+          max_length: int = 2048, system: str = "", show: int = 2) -> DataReport:
     """Validate and measure a dataset; never raises for bad records (they are in report.load.issues)."""
     from helpers.encode.templates import TemplateError
-    if template != HF_TEMPLATE:
-        get_template(template)
-    elif tokenizer is None:
+    template = chat_format(template)
+    if template.uses_tokenizer_template and tokenizer is None:
         raise TemplateError("template 'hf' uses a tokenizer's chat_template: pass a tokenizer")
     if max_length <= 0:
         raise TunebookError(f"--max-length must be positive, got {max_length}")
@@ -54,9 +54,9 @@ def check(source, fmt: str = "auto", template: str = "internlm2_chat", tokenizer
     if not report.ok:
         return report
     if tokenizer is None:
-        if template != HF_TEMPLATE:
+        if not template.uses_tokenizer_template:
             for conversation in conversations[:show]:
-                segs = segments(get_template(template), with_default_system(conversation, system))
+                segs = template.segments(with_default_system(conversation, system))
                 report.samples.append(f"{conversation.source}\n" + render_text(segs, mark_trained=True,
                                                                                 open_mark="⟦", close_mark="⟧"))
         return report
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Validate a dataset and show what training will see.")
     parser.add_argument("file", help=".json / .jsonl dataset file")
     parser.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
-    parser.add_argument("--template", default="internlm2_chat", help="prompt template (default internlm2_chat)")
+    parser.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"prompt template (default {DEFAULT_TEMPLATE})")
     parser.add_argument("--system", default=None, help="system text for records that have none")
     parser.add_argument("--system-template", default=None, help="system template name, e.g. colorist")
     parser.add_argument("--tokenizer", default=None, help="model/tokenizer folder for token counts and masks")

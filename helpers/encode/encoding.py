@@ -18,7 +18,8 @@ from typing import Any
 
 from helpers.data.conversation import Conversation, with_default_system
 from helpers.errors import TunebookError
-from helpers.encode.templates import HF_TEMPLATE, PromptTemplate, Segment, get_template, segments
+from helpers.encode.chat_format import ChatFormat, chat_format
+from helpers.encode.templates import PromptTemplate, Segment, get_template, segments
 
 IGNORE_INDEX = -100
 _PRETRAIN = get_template("default")  # pretrain records ignore the template; any one renders them
@@ -60,6 +61,48 @@ def bos_eos_ids(tokenizer) -> tuple[list[int], list[int]]:
     return bos, eos
 
 
+def pad_token_id(tokenizer) -> int | None:
+    """The padding id; tokenizers without a pad token (Llama, InternLM2 converted) pad with EOS, as XTuner does."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def special_ids(tokenizer) -> frozenset[int]:
+    """Ids of the tokenizer's control tokens (whatever text spells them)."""
+    ids = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+    return frozenset(ids | {i for i in tokenizer.all_special_ids if i is not None})
+
+
+def plain_text_ids(tokenizer, text: str, controls: frozenset[int]) -> list[int]:
+    """`text` as plain characters, never a control token: special-token matching off, and a spelling that still
+    reaches a control id through the tokenizer's normalizer (InternLM2's `[UNUSED_TOKEN_145]`, which its converted
+    tokenizer rewrites to `<|im_end|>`) is cut out and given to the tokenizer's model as the characters it is."""
+    matched = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    hidden, previous_end = [], 0
+    for token_id, (_, end) in zip(matched["input_ids"], matched["offset_mapping"]):
+        # a normalizer rewrite aligns its output with the last original character only: the original spelling
+        # is everything since the previous token ended
+        if token_id in controls and tokenizer.convert_ids_to_tokens(token_id) != text[previous_end:end].strip():
+            hidden.append((previous_end, end))
+        previous_end = max(previous_end, end)
+    plain = tokenizer(text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
+    if not hidden:  # control tokens spelled as themselves: matching off keeps their characters
+        return plain["input_ids"]
+    # Matching off still lets the normalizer rewrite the old spelling; the tokens covering it are replaced by the
+    # model's own tokens for its characters (no normalizer, so no rewrite), the rest of the encoding stays.
+    model, vocab = tokenizer.backend_tokenizer.model, tokenizer.get_vocab()
+    out, pairs, index = [], list(zip(plain["input_ids"], plain["offset_mapping"])), 0
+    for start, end in hidden:
+        while index < len(pairs) and pairs[index][1][1] <= start:
+            out.append(pairs[index][0])
+            index += 1
+        region_start, region_end = start, end
+        while index < len(pairs) and pairs[index][1][0] < end:
+            region_end = max(region_end, pairs[index][1][1])
+            index += 1
+        out += [vocab[t.value] for t in model.tokenize(text[region_start:region_end].replace(" ", "\u2581"))]
+    return out + [token_id for token_id, _ in pairs[index:]]
+
+
 def special_token_texts(tokenizer) -> list[str]:
     """Spellings the tokenizer turns into one control token (longest first, for splitting)."""
     texts = {token.content for token in tokenizer.added_tokens_decoder.values() if token.special}
@@ -89,12 +132,13 @@ def _split_specials(text: str, specials: list[str]) -> list[tuple[bool, str]]:
 class Encoder:
     """Encodes conversations for one tokenizer + template (+ default system prompt)."""
 
-    def __init__(self, tokenizer, template: PromptTemplate | str, max_length: int, system: str = ""):
+    def __init__(self, tokenizer, template: ChatFormat | PromptTemplate | str, max_length: int, system: str = ""):
         if max_length <= 0:
             raise TunebookError(f"max_length must be a positive number of tokens, got {max_length}")
         self.tokenizer = tokenizer
-        self.hf_mode = template == HF_TEMPLATE
-        self.template = None if self.hf_mode else get_template(template)
+        self.format = chat_format(template)
+        self.hf_mode = self.format.uses_tokenizer_template
+        self.template = self.format.prompt  # None in hf mode
         self.max_length = max_length
         self.system = system
         self.bos, self.eos = bos_eos_ids(tokenizer)
@@ -104,6 +148,7 @@ class Encoder:
             raise TunebookError(f"template {self.template.name!r} appends the tokenizer's EOS, but this tokenizer "
                                 "has no eos_token; set tokenizer.eos_token or use a template with SUFFIX_AS_EOS")
         self.specials = special_token_texts(tokenizer)
+        self.special_ids = special_ids(tokenizer)
         self.stats = EncodeStats()
         # Template pieces and duplicated records repeat a lot (camp3: 2 distinct rows x 8001); remember them.
         self._encode_piece = functools.lru_cache(maxsize=1 << 16)(
@@ -116,7 +161,8 @@ class Encoder:
         self.stats.conversations += 1
         if self.hf_mode and not conversation.pretrain:
             from helpers.encode.hf_template import encode_with_chat_template
-            ids, labels, special = encode_with_chat_template(self.tokenizer, conversation, self.specials)
+            ids, labels, special = encode_with_chat_template(self.tokenizer, conversation, self.specials,
+                                                             self.special_ids)
         else:
             ids, labels, special = self._encode_segments(segments(self.template or _PRETRAIN, conversation))
         if special:
@@ -150,7 +196,7 @@ class Encoder:
         conversation = with_default_system(conversation, self.system)
         if self.hf_mode:
             from helpers.encode.hf_template import prompt_ids_with_chat_template
-            return prompt_ids_with_chat_template(self.tokenizer, conversation)
+            return prompt_ids_with_chat_template(self.tokenizer, conversation, self.specials, self.special_ids)
         ids, _, _ = self._encode_segments(segments(self.template, conversation, generation=True))
         return ids
 
@@ -182,7 +228,11 @@ class Encoder:
         content_has_special = any(seg.kind == "content" and any(s in seg.text for s in self.specials)
                                   for seg in texts)
         if not content_has_special:
-            return list(self._encode_piece("".join(seg.text for seg in texts))), False
+            ids = list(self._encode_piece("".join(seg.text for seg in texts)))
+            if self._controls_in(ids) == sum(self._controls_in(self._encode_piece(seg.text))
+                                             for seg in texts if seg.kind == "template"):
+                return ids, False
+            # more control tokens than the template holds: the content spells one another way; protect it
         # Template text keeps its control tokens; everything else (user text and the plain template text
         # around it) is tokenized with special-token matching switched off.
         runs: list[tuple[bool, str]] = []
@@ -198,8 +248,11 @@ class Encoder:
             if is_special:
                 ids.append(self.tokenizer.convert_tokens_to_ids(text))
             else:
-                ids += self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                ids += plain_text_ids(self.tokenizer, text, self.special_ids)
         return ids, True
+
+    def _controls_in(self, ids) -> int:
+        return sum(1 for i in ids if i in self.special_ids)
 
 
 def _group_pieces(segs: list[Segment]) -> list[list[Segment]]:

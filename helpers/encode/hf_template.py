@@ -42,15 +42,13 @@ def answer_spans(tokenizer, conversation: Conversation) -> tuple[str, list[tuple
     return full, spans
 
 
-def encode_with_chat_template(tokenizer, conversation: Conversation, specials: list[str]):
+def encode_with_chat_template(tokenizer, conversation: Conversation, specials: list[str], controls=frozenset()):
     """(input_ids, labels, content_had_special_text) under the tokenizer's chat_template."""
     text, spans = answer_spans(tokenizer, conversation)
-    contents = [t.input for t in conversation.turns] + [t.output for t in conversation.turns] + \
-               [t.system for t in conversation.turns]
-    special = any(s in c for c in contents for s in specials)
+    special = _spells_a_control(tokenizer, conversation, specials, controls)
     if special:
-        # Locate each content string in order and tokenize it with special-token matching off.
-        encoded = _encode_protecting_contents(tokenizer, text, conversation)
+        # Locate each content string in order and tokenize it as plain characters.
+        encoded = _encode_protecting_contents(tokenizer, text, conversation, controls)
     else:
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         encoded = list(zip(encoded["input_ids"], encoded["offset_mapping"]))
@@ -62,8 +60,16 @@ def encode_with_chat_template(tokenizer, conversation: Conversation, specials: l
     return ids, labels, special
 
 
-def _encode_protecting_contents(tokenizer, text: str, conversation: Conversation):
-    messages = conversation_to_messages(conversation)
+def _spells_a_control(tokenizer, conversation: Conversation, specials: list[str], controls) -> bool:
+    """Whether any message text spells a control token (as itself, or another way the tokenizer maps to one)."""
+    contents = [c for t in conversation.turns for c in (t.input, t.output, t.system) if c]
+    return any(s in c for c in contents for s in specials) or any(
+        controls.intersection(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in contents)
+
+
+def _encode_protecting_contents(tokenizer, text: str, conversation: Conversation, controls=frozenset(),
+                                generation: bool = False):
+    messages = conversation_to_messages(conversation, generation=generation)
     regions, cursor = [], 0
     for message in messages:
         content = message["content"]
@@ -78,12 +84,22 @@ def _encode_protecting_contents(tokenizer, text: str, conversation: Conversation
     for start, end, protect in regions:
         if end <= start:
             continue
-        enc = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True,
-                        split_special_tokens=protect)
+        if protect:  # a content string: every id in it belongs to its span
+            from helpers.encode.encoding import plain_text_ids
+            out += [(token_id, (start, end)) for token_id in plain_text_ids(tokenizer, text[start:end], controls)]
+            continue
+        enc = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)
         out += [(token_id, (a + start, b + start)) for token_id, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
     return out
 
 
-def prompt_ids_with_chat_template(tokenizer, conversation: Conversation) -> list[int]:
+def prompt_ids_with_chat_template(tokenizer, conversation: Conversation, specials: list[str] = (),
+                                  controls=frozenset()) -> list[int]:
+    """The generation prompt's ids, encoded as training encodes (message text that spells a control token stays
+    plain characters)."""
     messages = conversation_to_messages(conversation, generation=True)
-    return tokenizer(_render(tokenizer, messages, generation=True), add_special_tokens=False)["input_ids"]
+    text = _render(tokenizer, messages, generation=True)
+    if not _spells_a_control(tokenizer, conversation, list(specials), controls):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [token_id for token_id, _ in _encode_protecting_contents(tokenizer, text, conversation, controls,
+                                                                     generation=True)]

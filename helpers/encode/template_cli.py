@@ -7,17 +7,19 @@ import sys
 from helpers.data.conversation import with_default_system
 from helpers.errors import TunebookError
 from helpers.data.formats import load_conversations
-from helpers.encode.templates import (HF_TEMPLATE, SYSTEM_TEMPLATES, TEMPLATES, describe, get_template,
-                               render_text, resolve_system, segments)
+from helpers.encode.chat_format import HF_TEMPLATE, ChatFormat, chat_format
+from helpers.encode.templates import SYSTEM_TEMPLATES, TEMPLATES, describe, render_text, resolve_system
 
 OPEN, CLOSE = "⟦", "⟧"  # trained-span marks; brackets of this shape almost never occur in training data
 
 
-def render_record(template: str, conversation, system: str = "", tokenizer=None, show: str = "text") -> str:
+def render_record(template: ChatFormat | str, conversation, system: str = "", tokenizer=None,
+                  show: str = "text") -> str:
     """Training text of one conversation; with a tokenizer BOS/EOS appear as that tokenizer spells them."""
     from helpers.encode.encoding import Encoder, decode_with_mask
 
-    if tokenizer is not None and (show == "labels" or template == HF_TEMPLATE):
+    template = chat_format(template)
+    if tokenizer is not None and (show == "labels" or template.uses_tokenizer_template):
         encoder = Encoder(tokenizer, template, max_length=10**9, system=system)
         sample = encoder.encode(conversation)
         if sample is None:
@@ -25,12 +27,12 @@ def render_record(template: str, conversation, system: str = "", tokenizer=None,
         if show == "labels":
             return decode_with_mask(tokenizer, sample, OPEN, CLOSE)
         return tokenizer.decode(sample.input_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    if template == HF_TEMPLATE:
+    if template.uses_tokenizer_template:
         raise TunebookError("template 'hf' renders with a tokenizer's chat_template: pass --tokenizer DIR")
     conversation = with_default_system(conversation, system)
     bos = tokenizer.bos_token if tokenizer is not None else None
     eos = tokenizer.eos_token if tokenizer is not None else None
-    return render_text(segments(get_template(template), conversation), bos, eos, mark_trained=show == "labels",
+    return render_text(template.segments(conversation), bos, eos, mark_trained=show == "labels",
                        open_mark=OPEN, close_mark=CLOSE)
 
 
@@ -59,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name:<14}{text!r}")
         return 0
 
-    if args.template != HF_TEMPLATE:
-        get_template(args.template)  # unknown name -> clear error before reading anything
+    template = chat_format(args.template)  # unknown name -> clear error before reading anything
     system = resolve_system(args.system, args.system_template)
     result = load_conversations(args.file, args.format)
     if result.issues:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tokenizer:
         from helpers.encode.encoding import load_tokenizer
         tokenizer = load_tokenizer(args.tokenizer)
-    sys.stdout.write(render_record(args.template, result.conversations[0], system, tokenizer, args.show))
+    sys.stdout.write(render_record(template, result.conversations[0], system, tokenizer, args.show))
     if not sys.stdout.isatty():
         sys.stdout.flush()
     return 0

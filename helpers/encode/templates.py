@@ -139,9 +139,7 @@ TEMPLATES: dict[str, PromptTemplate] = {**PROMPT_TEMPLATES, **EXTRA_TEMPLATES}
 
 # XTuner's SYSTEM_TEMPLATE texts live with the data (a dataset format may name one): helpers.data.system_prompts.
 
-HF_TEMPLATE = "hf"  # pseudo-name: use the tokenizer's own chat_template (see helpers.encode.hf_template)
-AUTO_TEMPLATE = "auto"  # pseudo-name: the model's own (helpers.models.find.model_template), resolved before use
-DEFAULT_TEMPLATE = "internlm2_chat"  # the camp's; models without a known template of their own get it
+# The pseudo-names "hf" and "auto", the default template and the resolved object: helpers.encode.chat_format.
 
 
 class TemplateError(TunebookError, ValueError):
@@ -155,7 +153,7 @@ def get_template(name: str) -> PromptTemplate:
         return TEMPLATES[name]
     except KeyError:
         raise TemplateError(f"unknown prompt template {name!r}; choose one of: {', '.join(TEMPLATES)} "
-                            f"(or '{HF_TEMPLATE}' to use the tokenizer's own chat_template). "
+                            "(or 'hf' to use the tokenizer's own chat_template). "
                             "List them with: python -m helpers templates list") from None
 
 
@@ -179,6 +177,7 @@ class Segment:
     text: str = ""       # empty for bos/eos (the tokenizer decides their spelling)
     trained: bool = False
     piece: int = 0       # XTuner encodes input / output / sep pieces separately; same number = same piece
+    answer: bool = False  # part of an assistant answer (output, suffix, EOS), trained or not
 
 
 @dataclass
@@ -189,9 +188,9 @@ class _Pieces:
     def start_piece(self):
         self.piece += 1
 
-    def add(self, kind: str, text: str = "", trained: bool = False):
+    def add(self, kind: str, text: str = "", trained: bool = False, answer: bool = False):
         if kind in ("bos", "eos") or text:
-            self.segments.append(Segment(kind, text, trained, self.piece))
+            self.segments.append(Segment(kind, text, trained, self.piece, answer))
 
 
 def _fill(pieces: _Pieces, pattern: str, values: dict[str, str], content_keys: set[str]):
@@ -246,11 +245,11 @@ def segments(template: PromptTemplate, conversation: Conversation, *, generation
             break
         trained = turn.output_with_loss
         pieces.start_piece()
-        pieces.add("content", turn.output, trained)
-        pieces.add("template", template.suffix, trained)
+        pieces.add("content", turn.output, trained, answer=True)
+        pieces.add("template", template.suffix, trained, answer=True)
         needs_bos = template.needs_eos
         if needs_bos:
-            pieces.add("eos", trained=trained)
+            pieces.add("eos", trained=trained, answer=True)
         pieces.start_piece()
         pieces.add("template", template.sep)
     return pieces.segments

@@ -14,13 +14,13 @@ trained biases, embedding / conv LoRA, ...): merging them as plain LoRA would si
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.errors import TunebookError
+from helpers.io import read_json
 
 ADAPTER_CONFIG = "adapter_config.json"
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>A|B)(?:\.[^.]+)?\.weight$")
@@ -80,14 +80,9 @@ class Adapter:
 
 
 def read_adapter_config(path: str | Path) -> dict:
-    file = Path(path) / ADAPTER_CONFIG
-    if not file.is_file():
-        raise AdapterMismatch(f"{path}: no {ADAPTER_CONFIG}; ADAPTER must be the PEFT adapter folder (e.g. "
-                              "<output_dir>/adapter written by training)")
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise AdapterMismatch(f"{file}: not valid JSON ({err})") from None
+    return read_json(Path(path) / ADAPTER_CONFIG, "adapter config", "train again or copy the adapter folder again",
+                     AdapterMismatch, missing=f"{path}: no {ADAPTER_CONFIG}; ADAPTER must be the PEFT adapter folder "
+                     "(e.g. <output_dir>/adapter written by training)")
 
 
 def check_supported(config: dict, path: str | Path) -> None:

@@ -119,19 +119,23 @@ def write_merged_shards(headers: list, plan: list[list[str]], adapter, dtype, de
 
 
 def _template_and_system(adapter_dir: Path, record: dict, template: str | None, system: str | None, progress):
-    """Training record first; XTuner's copied config (pth_to_hf writes xtuner_config.py) for its template; else ask."""
-    trained = record.get("template", {}).get("name")
+    """Training record first; XTuner's copied config (pth_to_hf writes xtuner_config.py) for its template; else ask.
+
+    Returns (ChatFormat, system prompt, where the template came from)."""
+    from helpers.encode.chat_format import chat_format
+    from helpers.models.record import trained_format
+    trained, trained_system = trained_format(record)
     source = "training record"
     if trained is None and (adapter_dir / "xtuner_config.py").is_file():
         from helpers.train.config import load_xtuner
-        trained, source = load_xtuner(adapter_dir / "xtuner_config.py").template, "xtuner_config.py"
-    if template and trained and template != trained:
+        trained, source = chat_format(load_xtuner(adapter_dir / "xtuner_config.py").template), "xtuner_config.py"
+    if template and trained and template != trained.name:
         progress(f"warning: --template {template} differs from the {trained} this adapter was trained with")
-    chosen = template or trained
-    if chosen is None:
+    if template is None and trained is None:
         raise TunebookError(f"{adapter_dir} has no training record (tunebook.json) naming its prompt template; pass "
                             "--template NAME (e.g. internlm2_chat) so the merged model formats chats as trained")
-    return chosen, (record.get("system", "") if system is None else system), source if not template else "argument"
+    chosen = chat_format(template) if template else trained
+    return chosen, (trained_system if system is None else system), source if not template else "argument"
 
 
 def _write_generation_config(base_dir: Path, out: Path, base_config: dict, stop_ids: list[int]) -> list[int]:
@@ -160,7 +164,7 @@ class _MergeInputs:
     headers: list
     lora: object              # helpers.merge.lora.Adapter
     record: dict
-    template: str
+    template: object          # helpers.encode.chat_format.ChatFormat
     system: str
     template_source: str
     target_dtype: object
@@ -216,7 +220,6 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, max_shard_size
 def _checked_inputs(base, adapter_dir: Path, template, system, dtype: str, internlm2_out, progress) -> _MergeInputs:
     """Everything that can refuse, before any heavy work (an InternLM2 base is converted only after these)."""
     from helpers.encode.encoding import load_tokenizer
-    from helpers.encode.templates import HF_TEMPLATE, get_template, to_jinja
     from helpers.merge.lora import AdapterMismatch, check_fits, read_adapter
     from helpers.models.checkpoint_shards import tensor_headers
     from helpers.models.find import resolve_model
@@ -235,8 +238,6 @@ def _checked_inputs(base, adapter_dir: Path, template, system, dtype: str, inter
     lora = read_adapter(adapter_dir)
     record = read_record(adapter_dir) or {}
     template, system, template_source = _template_and_system(adapter_dir, record, template, system, progress)
-    if template != HF_TEMPLATE:
-        get_template(template)
     layout_config = llama_config_from_internlm2(base_config, str(base_path)).to_dict() if is_internlm2 else base_config
     recorded_hash = record.get("base_model", {}).get("config_hash")
     if recorded_hash is not None and recorded_hash != hash_config(layout_config):
@@ -248,8 +249,7 @@ def _checked_inputs(base, adapter_dir: Path, template, system, dtype: str, inter
     headers = tensor_headers(loaded)
     check_fits(lora, {name: shape for name, _, shape, _ in headers}, base_path)
     tokenizer = load_tokenizer(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else loaded)
-    if template != HF_TEMPLATE:
-        tokenizer.chat_template = to_jinja(template)
+    template.apply_to(tokenizer)
     return _MergeInputs(base_path, loaded, base_config, headers, lora, record, template, system, template_source,
                         saved_dtype(base_config, headers, dtype), tokenizer)
 
@@ -290,8 +290,8 @@ def _write_merge_record(inputs: _MergeInputs, tmp: Path, base, adapter_dir: Path
     """tunebook.json of the merged folder: the adapter's record plus where the merge came from and its checks."""
     from helpers.merge.verify import dtype_name
     from helpers.models.loading import config_hash
-    from helpers.models.record import template_record, write_record
-    lora, template = inputs.lora, template_record(inputs.template)
+    from helpers.models.record import write_record
+    lora, template = inputs.lora, inputs.template.record()
     merged_from = {
         "base": {"name": str(base), "path": str(inputs.base_path), "loaded_path": str(inputs.loaded),
                  "config_hash": config_hash(inputs.loaded)},

@@ -105,15 +105,15 @@ def model_template(model_dir: str | os.PathLike) -> str:
     """The prompt template tunebook uses for a model folder: the one its PyPI source names (SmolLM2: chatml), else
     the camp's internlm2_chat."""
     from helpers.models.pypi import MARKER
-    from helpers.encode.templates import DEFAULT_TEMPLATE
+    from helpers.encode.chat_format import DEFAULT_TEMPLATE
     source = Path(model_dir) / MARKER
     if source.is_file():
         return json.loads(source.read_text(encoding="utf-8")).get("template") or DEFAULT_TEMPLATE
     return DEFAULT_TEMPLATE
 
 
-def resolve_template(template: str, model_dir: str | os.PathLike) -> str:
-    """`template`, with "auto" replaced by the model's own (model_template)."""
-    from helpers.encode.templates import AUTO_TEMPLATE
-    return model_template(model_dir) if template == AUTO_TEMPLATE else template
+def resolve_template(template, model_dir: str | os.PathLike):
+    """The ChatFormat for `template` (a name, "hf", or "auto"/None = the model's own, model_template)."""
+    from helpers.encode.chat_format import AUTO_TEMPLATE, chat_format
+    return chat_format(model_template(model_dir) if template in (None, AUTO_TEMPLATE) else template)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from helpers.data.conversation import Conversation, Turn
-from helpers.encode.encoding import Encoder
-from helpers.encode.templates import HF_TEMPLATE, get_template
+from helpers.encode.encoding import Encoder, pad_token_id
+from helpers.encode.chat_format import ChatFormat, chat_format
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,14 @@ class Sampling:
 GREEDY = Sampling(temperature=0.0)
 
 
-def stop_words(template: str, tokenizer) -> list[str]:
-    words = [] if template == HF_TEMPLATE else list(get_template(template).stop_words)
+def stop_words(template: ChatFormat | str, tokenizer) -> list[str]:
+    words = list(chat_format(template).stop_words)
     if tokenizer.eos_token and tokenizer.eos_token not in words:
         words.append(tokenizer.eos_token)
     return words
 
 
-def stop_token_ids(template: str, tokenizer) -> list[int]:
+def stop_token_ids(template: ChatFormat | str, tokenizer) -> list[int]:
     """EOS plus every stop word that is a single token (multi-token ones are matched as strings)."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for word in stop_words(template, tokenizer):
@@ -56,15 +56,15 @@ def cut_at_stop(text: str, words: list[str]) -> str:
     return text[:cut]
 
 
-def prompt_ids(tokenizer, template: str, history: list[Turn], question: str, system: str = "") -> list[int]:
+def prompt_ids(tokenizer, template: ChatFormat | str, history: list[Turn], question: str, system: str = "") -> list[int]:
     turns = [Turn(t.input, t.output) for t in history] + [Turn(question, "")]
     encoder = Encoder(tokenizer, template, max_length=10**9, system=system)
     return encoder.prompt_ids(Conversation(turns))
 
 
-def generation_kwargs(template: str, tokenizer, sampling: Sampling) -> dict:
+def generation_kwargs(template: ChatFormat | str, tokenizer, sampling: Sampling) -> dict:
     kwargs = dict(max_new_tokens=sampling.max_new_tokens, eos_token_id=stop_token_ids(template, tokenizer),
-                  pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                  pad_token_id=pad_token_id(tokenizer),
                   repetition_penalty=sampling.repetition_penalty, use_cache=True)
     multi_token = [w for w in stop_words(template, tokenizer)
                    if len(tokenizer.encode(w, add_special_tokens=False)) > 1]
@@ -77,8 +77,8 @@ def generation_kwargs(template: str, tokenizer, sampling: Sampling) -> dict:
     return kwargs
 
 
-def answer(model, tokenizer, template: str, question: str, system: str = "", history: list[Turn] | None = None,
-           sampling: Sampling = Sampling(), streamer=None) -> str:
+def answer(model, tokenizer, template: ChatFormat | str, question: str, system: str = "",
+           history: list[Turn] | None = None, sampling: Sampling = Sampling(), streamer=None) -> str:
     """Generate one answer; the model is put in eval mode (and restored) and no gradients are kept."""
     import torch
 
@@ -98,7 +98,7 @@ def answer(model, tokenizer, template: str, question: str, system: str = "", his
     return cut_at_stop(text, stop_words(template, tokenizer))
 
 
-def answer_batch(model, tokenizer, template: str, questions: list[str], systems: list[str] | str = "",
+def answer_batch(model, tokenizer, template: ChatFormat | str, questions: list[str], systems: list[str] | str = "",
                  sampling: Sampling = GREEDY, batch_size: int = 16, progress=None) -> list[str]:
     """Answers to many single-turn questions, `batch_size` prompts per generate call; results in input order.
 

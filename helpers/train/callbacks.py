@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from helpers.io import atomic_file, write_json
+from helpers.io import append_jsonl, atomic_file, read_jsonl, write_json
 from helpers.models.generation import Sampling, answer_batch, with_max_new_tokens
 from helpers.train.live_view import TokenMeter
 
@@ -54,16 +54,14 @@ class LossLog(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs and "loss" in logs:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"step": state.global_step, "loss": logs["loss"],
-                                         "learning_rate": logs.get("learning_rate"),
-                                         "grad_norm": logs.get("grad_norm")}) + "\n")
+            append_jsonl(self.path, {"step": state.global_step, "loss": logs["loss"],
+                                     "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")})
 
 
 class ChatSamples(TrainerCallback):
     """XTuner EvaluateChatHook semantics, with the training template and system prompt (no drift)."""
 
-    def __init__(self, tokenizer, template: str, system: str, inputs: list[str], every: int, max_new_tokens: int,
+    def __init__(self, tokenizer, template, system: str, inputs: list[str], every: int, max_new_tokens: int,
                  path: Path, store: list[dict], sampling: Sampling = Sampling()):
         self.tokenizer, self.template, self.system, self.inputs = tokenizer, template, system, inputs
         self.every, self.path, self.store = every, path, store
@@ -79,8 +77,7 @@ class ChatSamples(TrainerCallback):
         for question, text in zip(self.inputs, texts):
             entry = {"step": step, "when": when, "input": question, "output": text}
             self.store.append(entry)
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            append_jsonl(self.path, entry)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero and state.global_step == 0:
@@ -101,9 +98,8 @@ def trim_log(path: Path, step: int) -> None:
     """A resumed run repeats the steps after its checkpoint: drop their old log lines."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
+    keep = [entry for entry in read_jsonl(path) if entry.get("step", 0) <= step]
     with atomic_file(path) as handle:
-        handle.write("".join(line + "\n" for line in keep))
+        handle.write("".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in keep))
 
 

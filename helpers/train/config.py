@@ -15,10 +15,9 @@ from pathlib import Path
 
 from helpers.errors import TunebookError
 from helpers.io import ASSETS
+from helpers.train.config_rules import ConfigError, check_all, convert
 
 
-class ConfigError(TunebookError):
-    pass
 
 
 @dataclass
@@ -73,50 +72,15 @@ class TrainConfig:
     dataloader_num_workers: int = 0
 
     def validate(self) -> None:
-        """Checks that need no model or GPU: run before anything heavy is loaded."""
-        from helpers.data.formats import FORMATS
-        from helpers.models.loading import MODES
-        from helpers.encode.packing import STRATEGIES
-        from helpers.encode.templates import AUTO_TEMPLATE, HF_TEMPLATE, get_template
-        if self.mode not in MODES:
-            raise ConfigError(f"mode: unknown {self.mode!r}; choose one of: {', '.join(MODES)}")
-        if self.template not in (HF_TEMPLATE, AUTO_TEMPLATE):
-            try:
-                get_template(self.template)
-            except TunebookError as err:
-                raise ConfigError(f"template: {err}") from None
-        if not self.data_path:
-            raise ConfigError("data_path: not set; point it at your .json/.jsonl dataset")
-        if not Path(self.data_path).is_file():
-            raise ConfigError(f"data_path: {self.data_path} does not exist (relative paths start from {Path.cwd()})")
-        if self.data_format != "auto" and self.data_format not in FORMATS:
-            raise ConfigError(f"data_format: unknown {self.data_format!r}; choose auto or one of {', '.join(FORMATS)}")
-        for name in ("max_length", "batch_size", "accumulative_counts", "save_steps", "evaluation_freq",
-                     "logging_steps", "lora_r"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        if self.general_answers not in ("data", "base"):
-            raise ConfigError(f"general_answers: must be data (answers as written) or base (the base model's own), "
-                              f"got {self.general_answers!r}")
-        if self.lora_top_layers < 0:
-            raise ConfigError(f"lora_top_layers: must be 0 (every layer) or a number of layers, got "
-                              f"{self.lora_top_layers}")
-        if self.max_steps <= 0 and self.max_epochs <= 0:
-            raise ConfigError("max_epochs / max_steps: set one of them to a positive number")
-        if self.lr <= 0:
-            raise ConfigError(f"lr: must be positive, got {self.lr}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
-        if self.batching not in ("auto",) + STRATEGIES:
-            raise ConfigError(f"batching: unknown {self.batching!r}; choose auto or one of {', '.join(STRATEGIES)}")
+        """Every setting's type and range (helpers.train.config_rules), then what the machine must have: run
+        before anything heavy is loaded."""
+        check_all(self)
         if self.mode == "qlora":
             from helpers.models.loading import require_bitsandbytes
             try:
                 require_bitsandbytes()
             except TunebookError as err:
                 raise ConfigError(f"mode: {err}") from None
-        if self.deepspeed and self.deepspeed not in ("zero2", "zero3") and not Path(self.deepspeed).is_file():
-            raise ConfigError(f"deepspeed: {self.deepspeed} is neither zero2, zero3 nor a JSON file")
 
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -147,37 +111,8 @@ def from_dict(values: dict, source: str = "settings") -> TrainConfig:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
     config = TrainConfig()
     for key, value in values.items():
-        setattr(config, key, _coerce(key, value, source))
+        setattr(config, key, convert(key, value, source))
     return config
-
-
-def _coerce(key: str, value, source: str):
-    default = getattr(TrainConfig(), key)
-    if key == "betas":
-        if not (isinstance(value, (list, tuple)) and len(value) == 2):
-            raise ConfigError(f"{source}: betas must be two numbers, got {value!r}")
-        return (float(value[0]), float(value[1]))
-    if key == "evaluation_inputs":
-        return [value] if isinstance(value, str) else [str(v) for v in value]
-    if key == "lora_target_modules":
-        return value if isinstance(value, str) else list(value)
-    if value is None or default is None:
-        return value
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if isinstance(default, int) and not isinstance(default, bool):
-            as_float = float(value)
-            return int(as_float) if as_float == int(as_float) else as_float
-        if isinstance(default, float):
-            return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {key} must be a {type(default).__name__}, got {value!r}") from None
-    return value
 
 
 RECIPES = ASSETS / "recipes"   # measured settings shipped with tunebook
@@ -200,10 +135,19 @@ def recipe_values(name: str) -> dict:
     return values
 
 
+def _read_text(path: str | os.PathLike, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: the {what} is not UTF-8 text (byte {err.start}); save it as UTF-8, e.g. "
+                          f"iconv -f GB18030 -t UTF-8 {path} > fixed{Path(path).suffix}") from None
+
+
 def load_yaml(path: str | os.PathLike) -> TrainConfig:
     import yaml
+    text = _read_text(path, "config")
     try:
-        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        values = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -214,20 +158,31 @@ def load_yaml(path: str | os.PathLike) -> TrainConfig:
 
 
 def load_xtuner(path: str | os.PathLike) -> TrainConfig:
-    """Read an XTuner config .py without executing it."""
-    text = Path(path).read_text(encoding="utf-8")
+    """Read an XTuner config .py without executing it: top-level settings are literals, PROMPT_TEMPLATE.x /
+    SYSTEM_TEMPLATE.x, earlier names, and + - * / // ** over them (`lr = 2e-4 / 2`,
+    `accumulative_counts *= sequence_parallel_size`); a setting tunebook reads that is anything else is refused by
+    name and line, never silently replaced by a default."""
+    text = _read_text(path, "config")
     try:
         tree = ast.parse(text, filename=str(path))
     except SyntaxError as err:
         raise ConfigError(f"{path}:{err.lineno}: not valid Python ({err.msg})") from None
+    except (ValueError, RecursionError, MemoryError):
+        raise ConfigError(f"{path}: not a config tunebook can read (too deeply nested)") from None
+    names: dict = {}   # every readable top-level name, for later expressions
     values: dict = {}
     for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            name = node.targets[0].id
-            if name in XTUNER_NAMES:
-                value = _xtuner_value(node.value)
-                if value is not _UNREADABLE:
-                    values[XTUNER_NAMES[name]] = value
+        target, value = _assignment(node, names)
+        if target is None:
+            continue
+        if value is not _UNREADABLE:
+            names[target] = value
+        if target in XTUNER_NAMES:
+            if value is _UNREADABLE:
+                raise ConfigError(f"{path}:{node.lineno}: {target} = {ast.get_source_segment(text, node.value)!s:.60} "
+                                  "is not a literal or + - * / // ** over literals and earlier settings; tunebook "
+                                  "never runs a config, so write the value itself")
+            values[XTUNER_NAMES[target]] = value
     for call in ast.walk(tree):  # LoRA settings and the dataset map fn live in nested dict(...) calls
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "dict"):
             continue
@@ -235,7 +190,8 @@ def load_xtuner(path: str | os.PathLike) -> TrainConfig:
         if _name(keywords.get("type")) == "LoraConfig":
             for key, ours in (("r", "lora_r"), ("lora_alpha", "lora_alpha"), ("lora_dropout", "lora_dropout"),
                               ("target_modules", "lora_target_modules")):
-                if key in keywords and (value := _xtuner_value(keywords[key])) is not _UNREADABLE and value is not None:
+                if key in keywords and (value := _xtuner_value(keywords[key], names)) is not _UNREADABLE \
+                        and value is not None:
                     values[ours] = value
         if "dataset_map_fn" in keywords:
             map_fn = keywords["dataset_map_fn"]
@@ -259,13 +215,54 @@ def _name(node) -> str | None:
     return None
 
 
-def _xtuner_value(node):
-    """Literals, PROMPT_TEMPLATE.x -> 'x', SYSTEM_TEMPLATE.x -> its text; anything else is skipped."""
+_ARITHMETIC = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+               ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Pow: lambda a, b: a ** b}
+
+
+def _assignment(node, names: dict):
+    """(name, value) of a top-level `name = ...` or `name op= ...`; (None, None) for anything else."""
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        return node.targets[0].id, _xtuner_value(node.value, names)
+    if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+        name = node.target.id
+        combined = ast.BinOp(left=ast.Name(id=name, ctx=ast.Load()), op=node.op, right=node.value)
+        return name, _xtuner_value(combined, names)
+    return None, None
+
+
+def _arithmetic(node, names: dict):
+    """+ - * / // ** over numbers, strings (+ only) and earlier names; _UNREADABLE for anything else."""
+    if isinstance(node, ast.Name):
+        return names.get(node.id, _UNREADABLE)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _arithmetic(node.operand, names)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return -value if isinstance(node.op, ast.USub) else value
+        return _UNREADABLE
+    if not (isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC):
+        return _xtuner_value(node, names) if not isinstance(node, (ast.BinOp, ast.UnaryOp)) else _UNREADABLE
+    left, right = _arithmetic(node.left, names), _arithmetic(node.right, names)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right))
+    strings = isinstance(node.op, ast.Add) and all(isinstance(v, str) for v in (left, right))
+    if not (numbers or strings):
+        return _UNREADABLE
+    if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 1e6):
+        return _UNREADABLE  # 10 ** 10 ** 10 would hang the reader
+    try:
+        return _ARITHMETIC[type(node.op)](left, right)
+    except (ZeroDivisionError, OverflowError):
+        return _UNREADABLE
+
+
+def _xtuner_value(node, names: dict | None = None):
+    """Literals, PROMPT_TEMPLATE.x -> 'x', SYSTEM_TEMPLATE.x -> its text, arithmetic; else _UNREADABLE."""
     from helpers.encode.templates import SYSTEM_TEMPLATES
     try:
         return ast.literal_eval(node)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         pass
+    if isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Name)):
+        return _arithmetic(node, names or {})
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
         if node.value.id == "PROMPT_TEMPLATE":
             return node.attr

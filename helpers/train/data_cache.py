@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from helpers.encode.chat_format import ChatFormat
 from helpers.encode.encoding import EncodeStats, Encoder, Sample
 from helpers.errors import TunebookError
 from helpers.data.formats import load_conversations
@@ -44,12 +45,15 @@ def tokenizer_digest(tokenizer) -> str:
     return hashlib.sha256((vocab + specials).encode()).hexdigest()[:16]
 
 
-def data_key(data_path: str, fmt: str, template: str, max_length: int, system: str, tokenizer) -> str:
-    parts = [file_digest(data_path), fmt, template, str(max_length), system, tokenizer_digest(tokenizer)]
+def data_key(data_path: str, fmt: str, template: ChatFormat, max_length: int, system: str, tokenizer) -> str:
+    # The format's Jinja spells all its strings (or, for "hf", the tokenizer's own chat_template): an edited
+    # template never reuses tokens encoded with the old one.
+    parts = [file_digest(data_path), fmt, template.name, template.jinja(tokenizer), str(max_length), system,
+             tokenizer_digest(tokenizer)]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
-def encode_file(data_path: str, fmt: str, tokenizer, template: str, max_length: int, system: str,
+def encode_file(data_path: str, fmt: str, tokenizer, template: ChatFormat, max_length: int, system: str,
                 progress: bool = True) -> PreparedData:
     result = load_conversations(data_path, fmt)
     if result.issues:
@@ -91,7 +95,7 @@ def _load(path: Path) -> PreparedData:
     return PreparedData(samples, EncodeStats(**meta["stats"]), meta["records"], meta["skipped"], meta["format"])
 
 
-def prepare(data_path: str, fmt: str, tokenizer, template: str, max_length: int, system: str, cache_dir: Path,
+def prepare(data_path: str, fmt: str, tokenizer, template: ChatFormat, max_length: int, system: str, cache_dir: Path,
             rank: int = 0, wait_seconds: float = 6 * 3600) -> PreparedData:
     """Encoded samples, from the cache when present; rank 0 builds it, other ranks wait for it."""
     key = data_key(data_path, fmt, template, max_length, system, tokenizer)
@@ -111,8 +115,8 @@ def prepare(data_path: str, fmt: str, tokenizer, template: str, max_length: int,
     return _load(path)
 
 
-def mark_failed(cache_dir: Path, data_path: str, fmt: str, tokenizer, template: str, max_length: int, system: str,
-                message: str) -> None:
+def mark_failed(cache_dir: Path, data_path: str, fmt: str, tokenizer, template: ChatFormat, max_length: int,
+                system: str, message: str) -> None:
     """Rank 0 tells waiting ranks that data preparation failed (so they stop instead of waiting)."""
     key = data_key(data_path, fmt, template, max_length, system, tokenizer)
     with atomic_file(Path(cache_dir) / f"encoded-{key}.failed") as handle:

@@ -10,6 +10,7 @@ Layout of an output_dir:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,12 +21,14 @@ from pathlib import Path
 
 from helpers.errors import TunebookError
 from helpers.models.generation import answer_batch, with_max_new_tokens
-from helpers.io import ASSETS, publish_dir, read_jsonl, write_json
+from helpers.io import (ASSETS, check_writable, disk_full_explained, folder_lock, publish_dir, read_json, read_jsonl,
+                        write_json)
 from helpers.train.callbacks import ChatSamples, CheckpointMarker, LossLog, complete_checkpoints, discard_incomplete, trim_log
 from helpers.train.live_view import LiveView, TokenMeter
 from helpers.encode.packing import collate_micro_batch, default_strategy
 from helpers.models.record import training_record, write_record
-from helpers.encode.templates import HF_TEMPLATE, to_jinja
+from helpers.encode.chat_format import ChatFormat
+from helpers.encode.encoding import pad_token_id
 from helpers.train.config import ConfigError, TrainConfig, config_digest
 
 # Settings that change what is trained; a rerun may resume only if these match.
@@ -99,17 +102,25 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
 
     Reads top to bottom: tokenizer and data -> model -> the training record -> resume point -> fit -> publish."""
     config.validate()
-    from helpers.models.find import resolve_model
-    from helpers.models.loading import prepare_checkpoint
     rank, world_size = world()
     output_dir = Path(config.output_dir)
     run_digest = config_digest(config, RESUME_KEYS)
     final_dir = output_dir / ("model" if config.mode == "full" else "adapter")
-    done = _finished(output_dir, final_dir, run_digest)
-    if done:
-        return done
-    _check_resumable(output_dir, run_digest)
+    if rank == 0:
+        check_writable(output_dir, "output_dir")
+    # one run per output folder: a second train() into it (another notebook, a terminal) is refused by name
+    with folder_lock(output_dir, f"training of {config.model}") if rank == 0 else contextlib.nullcontext():
+        done = _finished(output_dir, final_dir, run_digest)
+        if done:
+            return done
+        _check_resumable(output_dir, run_digest)
+        return _fit(config, output_dir, final_dir, run_digest, rank, world_size, notebook, callbacks, meter)
 
+
+def _fit(config: TrainConfig, output_dir: Path, final_dir: Path, run_digest: str, rank: int, world_size: int,
+         notebook, callbacks, meter) -> TrainResult:
+    from helpers.models.find import resolve_model
+    from helpers.models.loading import compute_dtype, prepare_checkpoint
     model_path = resolve_model(config.model)
     loaded_path = prepare_checkpoint(model_path, config.trust_remote_code)
     tokenizer, template = _tokenizer_and_template(config, loaded_path)
@@ -118,14 +129,15 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
     strategy = choose_batching(config, device)
     from helpers.train import data_cache
     plan = data_cache.build_plan(data.samples, strategy, config.max_length, config.batch_size, config.seed)
-    model, dtype = _model(config, loaded_path, world_size)
+    dtype = compute_dtype(config.dtype)
+    model = _model(config, loaded_path, dtype, world_size)
     optim = choose_optimizer(config, device)
     record = training_record(config, model_path=model_path, loaded_path=loaded_path, template=template, model=model,
                              data=data, replayed=replayed, strategy=strategy, plan=plan, world_size=world_size,
                              optim=optim, dtype=dtype, device=device)
     if rank == 0:
         _print_summary(config, record, data, plan, tokenizer)
-        output_dir.mkdir(parents=True, exist_ok=True)
+        check_writable(output_dir, "output_dir", _checkpoint_bytes(record, config))
         write_json(output_dir / "run.json", {"digest": run_digest, "settings": config.as_dict()})
     resume = _resume_point(output_dir, rank)
 
@@ -135,12 +147,21 @@ def train(config: TrainConfig, notebook: bool | None = None, callbacks: list | N
                        training_arguments(config, device, dtype, optim), run_digest, meter, store,
                        [view, *(callbacks or [])], world_size)
     started = time.time()
-    trainer.train(resume_from_checkpoint=resume)
+    with disk_full_explained(output_dir, "saving a checkpoint (the run resumes from the last complete one)"):
+        trainer.train(resume_from_checkpoint=resume)
     record["training"].update({"steps": trainer.state.global_step, "epochs": trainer.state.epoch,
                                "seconds": round(time.time() - started, 1), "final_loss": _last_loss(view),
                                "resumed_from": resume})
-    _publish(trainer, tokenizer, record, output_dir, final_dir, config.mode)
+    with disk_full_explained(output_dir, "publishing the result"):
+        _publish(trainer, tokenizer, record, output_dir, final_dir, config.mode)
     return TrainResult(output_dir, final_dir, trainer.state.global_step, view.losses, store, record, resume)
+
+
+def _checkpoint_bytes(record: dict, config: TrainConfig) -> int:
+    """Room the checkpoints need: trainable weights + two Adam moments (fp32) per kept checkpoint, plus the result."""
+    per_checkpoint = record["training"]["trainable_parameters"] * 4 * 3
+    kept = config.save_total_limit if config.save_total_limit > 0 else 3
+    return per_checkpoint * (kept + 1)
 
 
 def device_kind_for_training() -> str:
@@ -152,17 +173,16 @@ def device_kind_for_training() -> str:
 
 
 def _tokenizer_and_template(config: TrainConfig, loaded_path: Path):
-    """The tokenizer, carrying the training template as its chat_template, and the template's name."""
+    """The tokenizer, carrying the training template as its chat_template, and the resolved ChatFormat."""
     from helpers.encode.encoding import load_tokenizer
     from helpers.models.find import resolve_template
     tokenizer = load_tokenizer(loaded_path, trust_remote_code=config.trust_remote_code)
     template = resolve_template(config.template, loaded_path)
-    if template != HF_TEMPLATE:
-        tokenizer.chat_template = to_jinja(template)  # the saved tokenizer carries the training format
+    template.apply_to(tokenizer)  # the saved tokenizer carries the training format
     return tokenizer, template
 
 
-def _training_data(config: TrainConfig, tokenizer, template: str, loaded_path: Path, output_dir: Path, rank: int):
+def _training_data(config: TrainConfig, tokenizer, template: ChatFormat, loaded_path: Path, output_dir: Path, rank: int):
     """(encoded data, base answers or None): the data file (its general records answered by the base if asked),
     tokenized once into output_dir/data_cache by rank 0 while other ranks wait on the file."""
     from helpers.train import data_cache
@@ -182,15 +202,15 @@ def _training_data(config: TrainConfig, tokenizer, template: str, loaded_path: P
     return data, replayed
 
 
-def _model(config: TrainConfig, loaded_path: Path, world_size: int):
-    """(the model to train: LoRA attached unless mode is full, its compute dtype)."""
+def _model(config: TrainConfig, loaded_path: Path, dtype, world_size: int):
+    """The model to train (from the folder train() prepared, in the dtype it chose): LoRA attached unless mode is full."""
     from transformers import set_seed
 
-    from helpers.models.loading import LoraSettings, apply_lora, compute_dtype, load_model
+    from helpers.models.loading import LoraSettings, apply_lora, load_prepared_model
     set_seed(config.seed)  # LoRA's A matrices are drawn when the adapter is attached, before the Trainer seeds
-    model = load_model(loaded_path, config.mode, config.dtype, trust_remote_code=config.trust_remote_code,
-                       gradient_checkpointing=config.gradient_checkpointing,
-                       device_map=None if world_size == 1 and not config.deepspeed else _ddp_device_map())
+    model = load_prepared_model(loaded_path, config.mode, dtype, trust_remote_code=config.trust_remote_code,
+                                gradient_checkpointing=config.gradient_checkpointing,
+                                device_map=None if world_size == 1 and not config.deepspeed else _ddp_device_map())
     if config.loss_chunk > 0:
         from helpers.train.loss import use_chunked_loss
         use_chunked_loss(model, config.loss_chunk)
@@ -199,7 +219,7 @@ def _model(config: TrainConfig, loaded_path: Path, world_size: int):
         model = apply_lora(model, LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout,
                                                targets if isinstance(targets, str) else tuple(targets),
                                                top_layers=config.lora_top_layers))
-    return model, compute_dtype(config.dtype)
+    return model
 
 
 def _resume_point(output_dir: Path, rank: int) -> str | None:
@@ -219,7 +239,7 @@ def _resume_point(output_dir: Path, rank: int) -> str | None:
     return resume
 
 
-def _trainer(config: TrainConfig, model, tokenizer, template: str, train_set, args, run_digest: str,
+def _trainer(config: TrainConfig, model, tokenizer, template: ChatFormat, train_set, args, run_digest: str,
              meter: TokenMeter, store: list, extra_callbacks: list, world_size: int):
     """transformers.Trainer with tunebook's collator and callbacks (checkpoint marker, loss log, chat samples)."""
     from transformers import Trainer
@@ -233,7 +253,7 @@ def _trainer(config: TrainConfig, model, tokenizer, template: str, train_set, ar
     chat = ChatSamples(tokenizer, template, config.system, inputs, config.evaluation_freq,
                        config.evaluation_max_new_tokens, output_dir / "chat_samples.jsonl", store)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, processing_class=tokenizer,
-                      data_collator=partial(_collate, meter=meter, pad_token_id=_pad_id(tokenizer)),
+                      data_collator=partial(_collate, meter=meter, pad_token_id=pad_token_id(tokenizer)),
                       callbacks=[CheckpointMarker(run_digest, meter), LossLog(output_dir / "loss.jsonl"), chat,
                                  *extra_callbacks])
     trainer.remove_callback(PrinterCallback)  # the live view prints (or draws) progress instead
@@ -255,7 +275,7 @@ def _publish(trainer, tokenizer, record: dict, output_dir: Path, final_dir: Path
         print(f"{'model' if mode == 'full' else 'adapter'} saved to {final_dir}")
 
 
-def _base_answers(config: TrainConfig, loaded_path: Path, template: str, system: str, output_dir: Path, rank: int):
+def _base_answers(config: TrainConfig, loaded_path: Path, template: ChatFormat, system: str, output_dir: Path, rank: int):
     """The training file with the general records answered by the base model (helpers.train.base_answers), made once per
     run folder by rank 0 (other ranks wait for it); a resumed run reuses it."""
     from helpers.train.base_answers import FILE_NAME, BaseAnswers, general_positions, read_plain_records, with_base_answers
@@ -292,10 +312,6 @@ def _collate(items, meter: TokenMeter, pad_token_id: int):
     return collate_micro_batch(items, pad_token_id)
 
 
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
 def _ddp_device_map():
     import torch
     if torch.cuda.is_available():
@@ -323,7 +339,7 @@ def _finished(output_dir: Path, final_dir: Path, run_digest: str) -> TrainResult
 
 def _check_resumable(output_dir: Path, run_digest: str) -> None:
     run = output_dir / "run.json"
-    if run.is_file() and json.loads(run.read_text(encoding="utf-8")).get("digest") != run_digest:
+    if run.is_file() and read_json(run, "run record", "delete it (the checkpoints stay)").get("digest") != run_digest:
         if complete_checkpoints(output_dir):
             raise ConfigError(f"{output_dir} holds checkpoints of a run with different settings (see its run.json); "
                               "resuming them would mix two trainings. Choose a new output_dir or delete the old one")
@@ -342,6 +358,10 @@ def _print_summary(config: TrainConfig, record: dict, data, plan, tokenizer) -> 
           f"{config.batch_size * config.max_length} tokens, efficiency {b['efficiency']:.1%}; "
           f"optimizer step = {config.accumulative_counts} micro-batches x {b['world_size']} process(es)")
     print("sample     " + decode_with_mask(tokenizer, data.samples[0], "⟦", "⟧").replace("\n", "\n           "))
+    special = data.stats.special_text
+    if special:  # the same words check-data uses
+        print(f"note       {len(special)} records spell a special token of the tokenizer in their text (first: "
+              f"{special[0]}); it is trained as plain characters, never as a control token")
 
 
 def main(argv: list[str] | None = None) -> int:

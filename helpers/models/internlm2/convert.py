@@ -82,6 +82,7 @@ def convert_internlm2_to_llama(src: str | Path, dst: str | Path, overwrite: bool
     """Convert an InternLM2 checkpoint folder to a Llama one at `dst` (weights, config, fast tokenizer, generation
     config); written atomically. `chat_template` defaults to the internlm2_chat template."""
     from helpers.models.internlm2.sp_tokenizer import write_fast_tokenizer
+    from helpers.encode.chat_format import DEFAULT_TEMPLATE
     from helpers.encode.templates import to_jinja
 
     src, dst = Path(src), Path(dst)
@@ -93,7 +94,7 @@ def convert_internlm2_to_llama(src: str | Path, dst: str | Path, overwrite: bool
     _check_space(dst, weight_files(src))  # fail before creating anything without weights or room
     try:
         with atomic_dir(dst, overwrite=overwrite) as tmp:
-            write_fast_tokenizer(src, tmp, to_jinja("internlm2_chat") if chat_template is None else chat_template)
+            write_fast_tokenizer(src, tmp, to_jinja(DEFAULT_TEMPLATE) if chat_template is None else chat_template)
             llama_config.save_pretrained(tmp)
             _write_generation_config(src, tmp, llama_config)
             convert_shards(src, tmp, lambda tensors: internlm2_tensors_to_llama(tensors, llama_config),

@@ -21,11 +21,11 @@ input_layernorm; ffn_norm -> post_attention_layernorm; model.norm -> model.norm;
 from __future__ import annotations
 
 import inspect
-import json
 import re
 from pathlib import Path
 
 from helpers.errors import TunebookError
+from helpers.io import read_json
 
 LLAMA_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # InternLM2Config.__init__ defaults (configuration_internlm2.py), used for fields a config.json leaves out
@@ -67,10 +67,7 @@ def read_config(model_dir: str | Path) -> dict:
     if not path.is_file():
         raise NotInternLM2Error(f"{model_dir}: no config.json here; point to the model folder (the one holding "
                                 "config.json and the weights)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise UnsupportedCheckpointError(f"{path}: not valid JSON ({err})") from None
+    return read_json(path, "model config", "download the model again", UnsupportedCheckpointError)
 
 
 def is_internlm2_checkpoint(model_dir: str | Path) -> bool:
