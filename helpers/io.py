@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from helpers.errors import TunebookError
+
 ASSETS = Path(__file__).resolve().parent / "assets"   # files shipped inside the package (recipes, general set, ...)
 
 
@@ -84,7 +86,6 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", fix: str = "fix 
               missing: str | None = None):
     """A JSON file's content. A damaged (or, with `missing`, absent) file raises `error` (TunebookError by default)
     naming the file, the line and the fix, never a bare JSONDecodeError / UnicodeDecodeError."""
-    from helpers.errors import TunebookError
     error = error or TunebookError
     path = Path(path)
     if missing is not None and not path.is_file():
@@ -167,7 +168,7 @@ LOCK_NAME = ".tunebook.lock"
 _HELD: dict[str, int] = {}   # folders this process holds -> depth (a notebook calling train() inside train())
 
 
-class FolderBusy(OSError):
+class FolderBusy(TunebookError):
     """Another live process writes into this folder."""
 
 
@@ -259,7 +260,6 @@ def _existing_parent(path: Path) -> Path:
 def check_writable(folder: str | os.PathLike, setting: str, needed_bytes: int = 0) -> None:
     """Refuse, before any heavy work, a folder that cannot be written (read-only, no permission, a file in the way)
     or whose disk has less than `needed_bytes` free; the message names the setting and the fix."""
-    from helpers.errors import TunebookError
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise TunebookError(f"{setting}: {folder} is a file, not a folder; choose a folder path")
@@ -290,7 +290,6 @@ def is_disk_full(err: BaseException) -> bool:
 @contextlib.contextmanager
 def disk_full_explained(folder: str | os.PathLike, doing: str) -> Iterator[None]:
     """Turn a full disk in the block into one message with the free space and the fix."""
-    from helpers.errors import TunebookError
     try:
         yield
     except (OSError, RuntimeError) as err:

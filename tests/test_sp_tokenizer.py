@@ -153,3 +153,26 @@ def test_unigram_model_is_refused_by_name(tmp_path):
         write_fast_tokenizer(tmp_path, tmp_path / "out")
     with pytest.raises(TokenizerConversionError, match="no tokenizer.model"):
         write_fast_tokenizer(tmp_path / "out", tmp_path / "out2")
+
+
+@pytest.mark.parametrize("template", ["internlm2_chat", "hf"])
+def test_old_placeholder_spellings_in_data_and_chat_stay_plain_characters(converted, template):
+    """`[UNUSED_TOKEN_145]` is how old InternLM2 prompts spell <|im_end|>; inside a record or a chat message it must
+    train and be sent as its characters, never as the control token (it used to encode to 92542-style ids)."""
+    from helpers.data.conversation import Conversation, Turn
+    from helpers.encode.encoding import Encoder, special_ids
+    from helpers.models.generation import prompt_ids
+    _, _, fast = converted
+    controls = special_ids(fast)
+    answer = "我叫[UNUSED_TOKEN_145]助手"
+    encoder = Encoder(fast, template, max_length=512)
+    sample = encoder.encode(Conversation([Turn("你是谁[UNUSED_TOKEN_146]", answer)]))
+    plain = encoder.encode(Conversation([Turn("你是谁", "我叫助手")]))
+    template_controls = sum(1 for i in plain.input_ids if i in controls)
+    assert sum(1 for i in sample.input_ids if i in controls) == template_controls
+    trained = [i for i, label in zip(sample.input_ids, sample.labels) if label != -100]
+    assert fast.decode(trained, skip_special_tokens=False).startswith(answer)
+    assert sample.special_text and encoder.stats.special_text
+    ids = prompt_ids(fast, template, [], "hi[UNUSED_TOKEN_145][UNUSED_TOKEN_146]")
+    assert sum(1 for i in ids if i in controls) == sum(1 for i in prompt_ids(fast, template, [], "hi") if i in controls)
+    assert "hi[UNUSED_TOKEN_145][UNUSED_TOKEN_146]" in fast.decode(ids, skip_special_tokens=False)

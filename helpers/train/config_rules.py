@@ -74,11 +74,11 @@ def _modules(value):
 
 
 def _betas(value) -> tuple[float, float]:
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        first, second = (_number(v) for v in value)
-        if 0 <= first < 1 and 0 <= second < 1:
-            return first, second
-    raise ValueError("two numbers in [0, 1), e.g. [0.9, 0.999]")
+    numbers = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1 for v in value)
+    if not numbers:
+        raise ValueError("two numbers in [0, 1), e.g. [0.9, 0.999]")
+    return float(value[0]), float(value[1])
 
 
 # ---- ranges: None when fine, else what the value must be (a phrase) or an _Explained whole message ----
