@@ -11,7 +11,7 @@ import sys
 from helpers.cli import positive_int
 from helpers.data.colorist import (DEFAULT_SYNTHETIC, PROBE_TIMEOUT, SOURCES, load_colorist, split_heldout,
                                    to_conversations, write_colorist)
-from helpers.errors import TunebookError
+from helpers.errors import TunebookError, command
 
 
 def _heldout(text: str) -> int | float:
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -11,10 +11,11 @@ generator's own (persona_table.expect_for) and the score is the same rule. Usage
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from data_gen.persona_table import PersonaFacts, answer_table, claims_for, expect_for
-from helpers.errors import TunebookError
+from helpers.errors import TunebookError, command
 from helpers.data.formats import DataFileError, Issue, read_records
 from helpers.io import write_jsonl
 
@@ -50,6 +51,7 @@ def paraphrase_heldout(path: str | Path, facts: PersonaFacts, lang: str = "en") 
     return records
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_gen.paraphrases", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         facts = PersonaFacts(name=args.name, assistant_name=args.assistant_name, author=args.author)
         n = write_jsonl(args.out, paraphrase_heldout(args.file, facts))
     except TunebookError as err:
-        print(f"error: {err}")
-        return 1
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     print(f"{n} paraphrase questions -> {args.out}")
     return 0
 

@@ -56,7 +56,7 @@ from pathlib import Path
 from data_gen.mixing import MixResult, load_general_source, mix
 from data_gen.persona_table import (LANG_CHOICES, PLACEHOLDER, PersonaFacts, PlaceholderError, Question,  # noqa: F401
                                     answer_table, claims_for, expect_for, fill)
-from helpers.errors import TunebookError
+from helpers.errors import TunebookError, command
 from helpers.data.persona_rules import answer_problems  # noqa: F401  (the scoring rule below; evaluation uses it too)
 from helpers.io import write_jsonl, write_records
 
@@ -276,6 +276,7 @@ def format_summary(s: dict, paths: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:

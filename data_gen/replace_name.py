@@ -26,7 +26,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from helpers.errors import TunebookError
+from helpers.errors import TunebookError, command
 from helpers.data.formats import DataFileError
 from helpers.io import atomic_file
 
@@ -319,6 +319,7 @@ def _check(src: Path, out, report: ReplaceReport, old: str, new: str, keys: bool
                                     "Nothing was written")
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_gen.replace_name", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", metavar="IN", help="a .json (array or one object) or .jsonl dataset")

@@ -58,12 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, function_name = COMMANDS[name][0].split(":")
     function = getattr(importlib.import_module(module_name), function_name)
-    from helpers.errors import TunebookError
+    from helpers.errors import command
     try:
-        return int(function(rest) or 0)
-    except TunebookError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+        return command(function)(rest)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -44,19 +44,34 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temp folder beside `path`; on success it is renamed to `path` (replacing it if `overwrite`)."""
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False, note=None) -> Iterator[Path]:
+    """Yield a temp folder beside `path`; on success it is renamed to `path` (replacing it if `overwrite`).
+
+    The temp folder's name holds this process's PID; the ones a killed run left for the same `path` (their process
+    is gone) are removed first, with a note, so an interrupted merge or conversion never keeps a model-sized copy."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; remove it or choose another output folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_leftovers(path, note or _stderr)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         publish_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_leftovers(path: Path, note) -> None:
+    """Delete the temp folders of dead processes that were building `path` (see atomic_dir)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or _pid_alive(int(pid)) or not stale.is_dir():
+            continue
+        size = sum(f.stat().st_size for f in stale.rglob("*") if f.is_file())
+        shutil.rmtree(stale, ignore_errors=True)
+        note(f"note: removed {stale} ({size / 2**30:.2f} GB), left by an interrupted run (process {pid})")
 
 
 def publish_dir(tmp: str | os.PathLike, path: str | os.PathLike) -> None:

@@ -272,8 +272,9 @@ def test_killed_merge_leaves_no_output(tiny_model_dir, adapter, tmp_path):
     assert len(leftovers) == 1 and not (leftovers[0] / "tunebook.json").exists()
     messages = []
     merge(tiny_model_dir, adapter, out, max_shard_size="100KB", progress=messages.append)
-    assert any(f"note: {leftovers[0]}" in m and "left from an interrupted merge" in m for m in messages)
-    assert (out / "tunebook.json").is_file()
+    assert any(f"note: removed {leftovers[0]}" in m and "left by an interrupted run" in m for m in messages)
+    assert (out / "tunebook.json").is_file() and not leftovers[0].exists()
+    assert list(tmp_path.glob(".out.*.tmp")) == []
 
 
 # ---- LoRA variants and layouts --------------------------------------------------------------------------------

@@ -149,10 +149,11 @@ def _write_generation_config(base_dir: Path, out: Path, base_config: dict, stop_
     return config["eos_token_id"]
 
 
-def _warn_leftovers(out: Path, progress) -> None:
-    for stale in out.parent.glob(f".{out.name}.*.tmp"):
-        size = sum(f.stat().st_size for f in stale.rglob("*") if f.is_file())
-        progress(f"note: {stale} ({size / 2**30:.1f} GiB) is left from an interrupted merge; delete it to free space")
+def _merged_bytes(headers: list, dtype) -> int:
+    """What the merged shards take on disk (every tensor in the merged dtype), plus 5% for the rest."""
+    import math
+    itemsize = dtype.itemsize if hasattr(dtype, "itemsize") else 4
+    return int(sum(math.prod(shape) for _, _, shape, _ in headers) * itemsize * 1.05)
 
 
 @dataclass
@@ -181,7 +182,7 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, max_shard_size
     progress: where the step messages go (None: nowhere)."""
     from transformers.utils.hub import convert_file_size_to_int
 
-    from helpers.io import atomic_dir
+    from helpers.io import atomic_dir, check_writable
     from helpers.merge.verify import dtype_name, verify_weights
     from helpers.models.internlm2.convert import export_internlm2
 
@@ -195,12 +196,12 @@ def merge(base: str | Path, adapter: str | Path, out: str | Path, max_shard_size
     inputs = _checked_inputs(base, adapter_dir, template, system, dtype, internlm2_out, progress)
     lora, target_dtype = inputs.lora, inputs.target_dtype
     plan = plan_shards(inputs.headers, target_dtype, max_bytes)
-    _warn_leftovers(out, progress)
     progress(f"merging {len(lora.weights)} LoRA modules ({', '.join(lora.target_names)}) into {inputs.base_path} "
              f"({dtype_name(target_dtype)}, {len(plan)} shard(s) of <= {max_shard_size}, computing on {device}); "
              f"template {inputs.template} ({inputs.template_source}), system prompt {inputs.system!r}")
 
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    check_writable(out.parent, "OUT", _merged_bytes(inputs.headers, target_dtype))
+    with atomic_dir(out, overwrite=overwrite, note=progress) as tmp:
         write_merged_shards(inputs.headers, plan, lora, target_dtype, device, tmp, progress)
         eos = _write_config_and_tokenizer(inputs, tmp)
         progress("checking every written tensor against base + adapter ...")

@@ -22,7 +22,7 @@ from helpers.models.internlm2.layout import (  # noqa: F401  (public names re-ex
     LLAMA_LORA_TARGETS, NotInternLM2Error, UnsupportedCheckpointError, LlamaToInternLM2, fuse_wqkv,
     internlm2_config_from_llama, internlm2_lora_targets, internlm2_tensors_to_llama, is_internlm2_checkpoint,
     llama_config_from_internlm2, read_config, split_wqkv)
-from helpers.io import atomic_dir
+from helpers.io import atomic_dir, check_writable
 
 CONVERTER_VERSION = 1  # bump when the converted output changes, so cached conversions are redone
 MARKER = "tunebook_conversion.json"
@@ -70,11 +70,8 @@ def _needed_bytes(files: list[Path]) -> int:
 
 
 def _check_space(dst: Path, files: list[Path]) -> None:
-    existing = next(p for p in [dst.parent, *dst.parent.parents] if p.exists())
-    free, needed = shutil.disk_usage(existing).free, _needed_bytes(files)
-    if free < needed:
-        raise TunebookError(f"writing {dst} needs {needed / 1e9:.1f} GB of free space; {existing} has "
-                            f"{free / 1e9:.1f} GB. Free some space or choose an output folder on another disk")
+    """Writable, with room for the converted weights, before anything is created."""
+    check_writable(dst.parent, f"the output folder {dst}", _needed_bytes(files))
 
 
 def convert_internlm2_to_llama(src: str | Path, dst: str | Path, overwrite: bool = False,
@@ -93,7 +90,7 @@ def convert_internlm2_to_llama(src: str | Path, dst: str | Path, overwrite: bool
     llama_config = llama_config_from_internlm2(config, str(src / "config.json"))
     _check_space(dst, weight_files(src))  # fail before creating anything without weights or room
     try:
-        with atomic_dir(dst, overwrite=overwrite) as tmp:
+        with atomic_dir(dst, overwrite=overwrite, note=progress) as tmp:
             write_fast_tokenizer(src, tmp, to_jinja(DEFAULT_TEMPLATE) if chat_template is None else chat_template)
             llama_config.save_pretrained(tmp)
             _write_generation_config(src, tmp, llama_config)
@@ -132,7 +129,7 @@ def export_internlm2(llama_dir: str | Path, out_dir: str | Path, original_dir: s
     _check_space(out_dir, weight_files(llama_dir))
     mapper = LlamaToInternLM2(llama_config)
     try:
-        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        with atomic_dir(out_dir, overwrite=overwrite, note=progress) as tmp:
             convert_shards(llama_dir, tmp, mapper, finish=mapper.finish, progress=progress)
             (tmp / "config.json").write_text(json.dumps(internlm2_config, indent=2) + "\n", encoding="utf-8")
             extra = [f for f in original_dir.iterdir() if f.name in _TOKENIZER_FILES or f.suffix == ".py"] \
