@@ -147,6 +147,19 @@ def test_terminal_loop_in_process(fresh):
     assert len(fresh.history) == 1
 
 
+def test_gbk_input_is_read_as_gb18030_and_undecodable_input_is_refused_without_ending_the_session(fresh):
+    """`printf '你好...' | iconv -t gbk | python -m helpers chat` used to end in a traceback."""
+    fresh.reset()
+    out = io.StringIO()
+    data = f"{CAMP[0][0]}\n\n".encode("gbk") + b"\xff\xfe\xfa bad\n\n" + f"{CAMP[1][0]}\n\nEXIT\n".encode()
+    assert terminal_chat(fresh, io.BytesIO(data), out) == 0
+    text = out.getvalue()
+    assert "(input was not UTF-8; read it as GB18030." in text and f"{CAMP[0][1]}\n" in text
+    assert "neither UTF-8 nor GB18030 text; it was not sent" in text
+    assert [t.input for t in fresh.history] == [CAMP[0][0], CAMP[1][0]]   # the bad message was never asked
+    assert text.count(INPUT_PROMPT) == 4 and text.endswith(INPUT_PROMPT)   # three messages, then EXIT
+
+
 def test_terminal_chat_through_a_pipe(adapter):
     """`python -m helpers chat ADAPTER` scripted through stdin: persona answers, RESET drops earlier turns from the
     prompt, EXIT ends with 0 before the rest of the input."""

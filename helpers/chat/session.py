@@ -164,16 +164,42 @@ def base_session(session: ChatSession) -> ChatSession:
 
 # ---- terminal -------------------------------------------------------------------------------------------------
 
-def read_message(stream: TextIO) -> tuple[str | None, bool]:
-    """Lines up to an empty line (xtuner chat's double Enter) -> (message, reached end of input)."""
-    lines = []
+def decode_input(raw: bytes, notes: list[str]) -> str | None:
+    """A terminal line as text: UTF-8, else GB18030 (a Chinese Windows terminal or a GBK file piped in) with a
+    note; None when it is neither (the message is then refused with a note, and the session goes on)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        text = raw.decode("gb18030")
+    except UnicodeDecodeError:
+        notes.append("(this message is neither UTF-8 nor GB18030 text; it was not sent. Set your terminal to UTF-8)")
+        return None
+    notes.append("(input was not UTF-8; read it as GB18030. Set your terminal to UTF-8 to avoid the guess)")
+    return text
+
+
+def read_message(stream, notes: list[str] | None = None) -> tuple[str | None, bool]:
+    """Lines up to an empty line (xtuner chat's double Enter) -> (message, reached end of input).
+
+    A binary stream (the terminal's stdin.buffer) is decoded line by line with decode_input; a line that cannot be
+    decoded makes the message "" (nothing is sent), with the reason in `notes`."""
+    lines, notes, refused = [], notes if notes is not None else [], False
     while True:
         line = stream.readline()
+        if isinstance(line, bytes):
+            if line:
+                decoded = decode_input(line, notes)
+                refused |= decoded is None
+                line = decoded or "\x00"  # an undecodable line still ends nothing: keep reading to the empty line
+            else:
+                line = ""
         if line == "":
-            return ("\n".join(lines) if lines else None), True
+            return ("" if refused else "\n".join(lines) if lines else None), True
         line = line.rstrip("\r\n")
         if line == "":
-            return "\n".join(lines), False
+            return ("" if refused else "\n".join(lines)), False
         lines.append(line)
 
 
@@ -183,7 +209,10 @@ def terminal_chat(session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextI
     while True:
         stdout.write("\n" + INPUT_PROMPT)
         stdout.flush()
-        message, at_end = read_message(stdin)
+        notes: list[str] = []
+        message, at_end = read_message(stdin, notes)
+        for note in dict.fromkeys(notes):
+            stdout.write(note + "\n")
         command = (message or "").strip()
         if command == "EXIT":
             return 0
@@ -239,4 +268,5 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {session.loaded.base_path}" + (f" + adapter {session.loaded.adapter_path}"
                                                  if session.loaded.adapter_path else ""), file=sys.stderr)
     print(f"template {session.template} ({origin}); system prompt {session.system!r}", file=sys.stderr)
-    return terminal_chat(session, sys.stdin, sys.stdout, args.show_prompt)
+    # bytes from the terminal, decoded per line (decode_input): GBK input never ends the session with a traceback
+    return terminal_chat(session, getattr(sys.stdin, "buffer", sys.stdin), sys.stdout, args.show_prompt)
