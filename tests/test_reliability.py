@@ -192,3 +192,45 @@ def test_torn_log_lines_are_dropped_with_a_note_and_closed_before_the_next_appen
     assert [e["step"] for e in read_jsonl(log, note=notes.append)] == [1, 2, 3]
     trim_log(log, 2)   # resume from checkpoint-2: the rewritten log holds only whole lines up to it
     assert log.read_text(encoding="utf-8") == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+
+
+# ---- code shipped with a model is never run unless asked ----
+
+@pytest.fixture(scope="module")
+def model_with_code(tiny_model_dir, tmp_path_factory):
+    import shutil
+    folder = tmp_path_factory.mktemp("coded") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "modeling_evil.py").write_text("raise SystemExit('shipped code ran')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.slow
+def test_shipped_code_is_noted_once_and_merge_drops_it(model_with_code, tmp_path, capsys):
+    from _persona_adapter import train_persona_adapter
+
+    from helpers.merge.merging import merge
+    (tmp_path / "persona").mkdir()
+    adapter = train_persona_adapter(model_with_code, tmp_path / "persona")
+    out = capsys.readouterr().out
+    assert out.count("ships Python code (modeling_evil.py); it is not run (trust_remote_code is off)") == 1
+    merged = merge(model_with_code, adapter, tmp_path / "merged", progress=None).out_dir
+    assert not list(merged.glob("*.py"))
+    assert "auto_map" not in json.loads((merged / "config.json").read_text())
+
+
+def test_an_unknown_model_type_is_refused_by_name(model_with_code, tmp_path):
+    import shutil
+
+    from helpers.models.loading import prepare_checkpoint
+    folder = tmp_path / "m"
+    shutil.copytree(model_with_code, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "evilnet"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TunebookError, match="model_type 'evilnet' is not an architecture transformers knows .*"
+                                            "modeling_evil.py.*trust_remote_code: true only if you trust"):
+        prepare_checkpoint(folder)

@@ -171,6 +171,11 @@ class _MergeInputs:
     target_dtype: object
     tokenizer: object
 
+    @property
+    def trust_remote_code(self) -> bool:
+        """Whether the adapter was trained on the base's own code (its training record says so)."""
+        return bool((self.record.get("settings") or {}).get("trust_remote_code"))
+
 
 def merge(base: str | Path, adapter: str | Path, out: str | Path, max_shard_size: str | int = "2GB",
           device: str = "auto", dtype: str = "auto", template: str | None = None, system: str | None = None,
@@ -256,17 +261,21 @@ def _checked_inputs(base, adapter_dir: Path, template, system, dtype: str, inter
 
 
 def _write_config_and_tokenizer(inputs: _MergeInputs, tmp: Path) -> list[int]:
-    """config.json in the merged dtype, remote code if the base had it, the tokenizer, generation_config (its eos)."""
+    """config.json in the merged dtype, the base's code only if training ran it, the tokenizer, generation_config."""
     from helpers.merge.verify import dtype_name
     from helpers.models.generation import stop_token_ids
     config = dict(inputs.base_config)
     for key in ("dtype", "torch_dtype"):
         if key in config or key == "dtype":
             config[key] = dtype_name(inputs.target_dtype)
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    if config.get("auto_map"):  # remote-code models keep their code, as the base had it
+    if config.get("auto_map") and inputs.trust_remote_code:  # trained with the base's own code: keep it
         for code in inputs.loaded.glob("*.py"):
             shutil.copyfile(code, tmp / code.name)
+    else:
+        # trained with transformers' implementation: a later trust_remote_code=True load of the merged folder
+        # must not run code nobody asked for
+        config.pop("auto_map", None)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     inputs.tokenizer.save_pretrained(tmp)
     return _write_generation_config(inputs.loaded, tmp, inputs.base_config,
                                     stop_token_ids(inputs.template, inputs.tokenizer))

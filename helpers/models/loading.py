@@ -51,9 +51,16 @@ def warn_remote_code(path: Path) -> None:
           f"{', '.join(files) or '(no .py files found)'}. Only do this for checkpoints you trust.")
 
 
+_NOTED_CODE: set[str] = set()   # folders whose ignored code was mentioned (once per process)
+
+
 def prepare_checkpoint(path: Path, trust_remote_code: bool = False) -> Path:
-    """InternLM2 checkpoints become native Llama ones (converted once, cached) unless remote code is asked for."""
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    """InternLM2 checkpoints become native Llama ones (converted once, cached) unless remote code is asked for.
+
+    Without trust_remote_code, Python files shipped in the folder are never run: that is said once, and a model
+    type transformers does not know is refused by name (it would need exactly that code)."""
+    from helpers.io import read_json
+    config = read_json(path / "config.json", "model config", "download the model again")
     is_internlm2 = config.get("model_type") == "internlm2" or "InternLM2ForCausalLM" in config.get("architectures", [])
     if trust_remote_code:
         warn_remote_code(path)
@@ -61,7 +68,23 @@ def prepare_checkpoint(path: Path, trust_remote_code: bool = False) -> Path:
     if is_internlm2:
         from helpers.models.internlm2.convert import ensure_llama_layout
         return Path(ensure_llama_layout(path))
+    _check_known_model_type(path, config)
+    code = remote_code_files(path)
+    if code and str(path) not in _NOTED_CODE:
+        _NOTED_CODE.add(str(path))
+        print(f"note: {path} ships Python code ({', '.join(code)}); it is not run (trust_remote_code is off): "
+              "transformers' own implementation of this architecture loads the weights")
     return path
+
+
+def _check_known_model_type(path: Path, config: dict) -> None:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        code = ", ".join(remote_code_files(path)) or "no .py files"
+        raise TunebookError(f"{path}/config.json: model_type {model_type!r} is not an architecture transformers knows"
+                            f"{' (its auto_map points at code shipped with it: ' + code + ')' if config.get('auto_map') else ''}"
+                            "; upgrade transformers, or set trust_remote_code: true only if you trust that code")
 
 
 # ---------------------------------------------------------------- loading
