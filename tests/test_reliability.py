@@ -234,3 +234,38 @@ def test_an_unknown_model_type_is_refused_by_name(model_with_code, tmp_path):
     with pytest.raises(TunebookError, match="model_type 'evilnet' is not an architecture transformers knows .*"
                                             "modeling_evil.py.*trust_remote_code: true only if you trust"):
         prepare_checkpoint(folder)
+
+
+# ---- a kill between the last checkpoint and the publish ----
+
+@pytest.mark.slow
+def test_kill_after_the_last_checkpoint_publishes_it_without_an_extra_step(tiny_model_dir, tmp_path):
+    """Resuming from the checkpoint at max_steps used to train step 9 of 8; now that checkpoint is the result,
+    bit-identical to an uninterrupted run's adapter."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from helpers.io import read_jsonl
+    from helpers.train.engine import train
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"conversation": [{"input": "q", "output": "an answer"}]}) + "\n"
+                            for _ in range(40)), encoding="utf-8")
+
+    def config(out):
+        return from_dict(dict(model=str(tiny_model_dir), data_path=str(data), output_dir=str(out), max_length=64,
+                              accumulative_counts=1, max_steps=8, save_steps=4, evaluation_inputs=[], logging_steps=1,
+                              mode="lora", lora_r=8, lora_alpha=8, warmup_ratio=0.0, seed=3))
+
+    class KilledBeforePublish(TrainerCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt
+
+    whole = train(config(tmp_path / "whole"), notebook=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "killed"), notebook=False, callbacks=[KilledBeforePublish()])
+    assert not (tmp_path / "killed" / "adapter").exists()
+    resumed = train(config(tmp_path / "killed"), notebook=False)
+    assert resumed.steps == whole.steps == 8
+    assert max(e["step"] for e in read_jsonl(tmp_path / "killed" / "loss.jsonl")) == 8
+    first, second = (load_file(str(r.adapter_dir / "adapter_model.safetensors")) for r in (whole, resumed))
+    assert first.keys() == second.keys() and all((first[k] == second[k]).all() for k in first)

@@ -147,8 +147,9 @@ def _fit(config: TrainConfig, output_dir: Path, final_dir: Path, run_digest: str
                        training_arguments(config, device, dtype, optim), run_digest, meter, store,
                        [view, *(callbacks or [])], world_size)
     started = time.time()
-    with disk_full_explained(output_dir, "saving a checkpoint (the run resumes from the last complete one)"):
-        trainer.train(resume_from_checkpoint=resume)
+    if not _finished_checkpoint(trainer, resume):
+        with disk_full_explained(output_dir, "saving a checkpoint (the run resumes from the last complete one)"):
+            trainer.train(resume_from_checkpoint=resume)
     record["training"].update({"steps": trainer.state.global_step, "epochs": trainer.state.epoch,
                                "seconds": round(time.time() - started, 1), "final_loss": _last_loss(view),
                                "resumed_from": resume})
@@ -258,6 +259,22 @@ def _trainer(config: TrainConfig, model, tokenizer, template: ChatFormat, train_
                                  *extra_callbacks])
     trainer.remove_callback(PrinterCallback)  # the live view prints (or draws) progress instead
     return trainer
+
+
+def _finished_checkpoint(trainer, resume: str | None) -> bool:
+    """A run killed after its last checkpoint and before publishing: that checkpoint is the result. Resuming from it
+    would train one step more (transformers 5 runs a step past max_steps), so its weights and state are loaded and
+    published as they are."""
+    if resume is None:
+        return False
+    from transformers.trainer_callback import TrainerState
+    state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+    if not state.max_steps or state.global_step < state.max_steps:
+        return False
+    trainer._load_from_checkpoint(resume)  # the Trainer's own loader: adapters, full models, shards alike
+    trainer.state = state
+    print(f"{resume} is the last step ({state.global_step}); publishing it without training further")
+    return True
 
 
 def _publish(trainer, tokenizer, record: dict, output_dir: Path, final_dir: Path, mode: str) -> None:
