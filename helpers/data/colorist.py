@@ -20,7 +20,8 @@ from typing import Any, Iterable
 from helpers.data.colorist_synth import named_colours, synthetic_records
 from helpers.data.colors import is_hex_colour
 from helpers.errors import TunebookError
-from helpers.data.formats import Issue, Record, RecordError, load_conversations, normalise, read_records
+from helpers.data.formats import RecordError, load_conversations, normalise
+from helpers.data.records import Issue, Record, read_records
 from helpers.io import write_jsonl, write_records
 
 SOURCES = ("auto", "hf", "modelscope", "local", "synthetic")
