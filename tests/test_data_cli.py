@@ -85,18 +85,44 @@ BAD_INPUTS = {
     "GBK bytes": ("d.jsonl", GOOD.encode("utf-8") + b"\n" + '{"conversation": [{"input": "你好", "output": "好"}]}'
                   .encode("gbk") + b"\n", 2, "not UTF-8"),
     "missing file": ("missing.jsonl", None, None, "no such file"),
+    # parser limits and messages (issue: each used to end in a traceback or be accepted)
+    "nesting 50k deep": ("d.jsonl", f"{GOOD}\n" + "[" * 50000 + "]" * 50000 + "\n", 2, "nested too deeply"),
+    "6000-digit integer": ("d.jsonl", f'{GOOD}\n{{"conversation": [], "n": {"9" * 6000}}}\n', 2,
+                           "a number is too long to read"),
+    "lone surrogate": ("d.jsonl", f'{GOOD}\n{{"conversation": [{{"input": "\\ud800", "output": "a"}}]}}\n', 2,
+                       "unpaired UTF-16 surrogate"),
+    "record over 16 MB": ("d.jsonl", f'{GOOD}\n{{"text": "{"x" * (17 * 2**20)}"}}\n', 2,
+                          "records over 16 MB are refused"),
+    "UTF-16 with BOM": ("d.jsonl", b"\xff\xfe" + f"{GOOD}\n".encode("utf-16-le"), None, "UTF-16 text"),
+    "trailing comma before ]": ("d.json", f"[{GOOD},\n]", 1, "a trailing comma before the closing ']'"),
+    "trailing comma in an object": ("d.jsonl", '{"conversation": [{"input": "q", "output": "a",}]}\n', 1,
+                                    "trailing comma before the closing bracket"),
+    "a folder": ("folder.jsonl", "FOLDER", None, "is a folder"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_gives_file_line_and_exit_2(tmp_path, run_cli, case):
     name, content, line, message = BAD_INPUTS[case]
-    path = tmp_path / name if content is None else write(tmp_path / name, content)
+    if content == "FOLDER":
+        (tmp_path / name).mkdir()
+    path = tmp_path / name if content in (None, "FOLDER") else write(tmp_path / name, content)
     code, out, err = run_cli("check-data", path)
     assert code == 2
     where = f"{path}:{line}: " if line else f"{path}: "
     assert any(l.startswith(where) and message in l for l in err.splitlines()), err
     assert "Traceback" not in err + out
+
+
+def test_a_record_with_nothing_to_train_is_dropped_with_its_line_and_none_left_is_exit_2(tmp_path, run_cli,
+                                                                                         tiny_model_dir):
+    path = write(tmp_path / "d.jsonl", f'{GOOD}\n{{"conversation": [{{"system": "S", "input": "", "output": ""}}]}}\n')
+    code, out, err = run_cli("check-data", path)
+    assert code == 0 and f"skipped on purpose   1 (first: {path}:2: nothing to train on" in out
+    long_only = write(tmp_path / "long.jsonl", json.dumps({"conversation": [{"input": "很长" * 400, "output": "短"}]},
+                                                          ensure_ascii=False) + "\n")
+    code, out, err = run_cli("check-data", long_only, "--tokenizer", tiny_model_dir, "--max-length", 64)
+    assert code == 2 and "no record has anything left to train on" in err
 
 
 def test_bom_is_accepted_and_prompt_too_long_is_dropped_not_an_error(tmp_path, run_cli, tiny_model_dir):

@@ -109,6 +109,8 @@ def _from_conversation(record: dict) -> Conversation:
                                                       f"conversation[{i}].output_with_loss")))
     if all(not t.output for t in turns) and any(t.input for t in turns):
         raise RecordError("no turn has an answer (every output is empty); the model would learn to say nothing")
+    if all(not t.output and not t.input for t in turns):
+        raise Skip("nothing to train on (only a system text, empty input and output): dropped")
     return Conversation(turns)
 
 

@@ -7,8 +7,10 @@ records over MAX_RECORD_BYTES, nesting beyond Python's recursion limit, integers
 """
 from __future__ import annotations
 
+import codecs
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -69,6 +71,9 @@ def read_records(source: str | os.PathLike | Any) -> Iterator[Record | Issue]:
 
 def _read_text(path: Path, name: str) -> str:
     data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DataFileError(name, "UTF-16 text (what Windows Notepad calls \"Unicode\"); re-save it as UTF-8, e.g. "
+                                  f"iconv -f UTF-16 -t UTF-8 {name} > fixed{path.suffix or '.jsonl'}")
     try:
         return data.decode("utf-8-sig")  # a UTF-8 BOM (Windows editors) is fine
     except UnicodeDecodeError as err:
@@ -91,17 +96,76 @@ def _looks_like_jsonl(text: str) -> bool:
         return False
 
 
+class _Unreadable(Exception):
+    """One record the JSON reader cannot or must not take; the message says why and what to do."""
+
+
+def _too_big(size: int) -> str:
+    return (f"this record is {size / 2**20:.0f} MB; records over {MAX_RECORD_BYTES // 2**20} MB are refused (a "
+            "tokenizer needs many times that in memory). Split the text into several records (e.g. pretrain "
+            "text into chunks of a few thousand characters)")
+
+
+def _decode(decoder: json.JSONDecoder, text: str, pos: int):
+    """raw_decode with the limits a learner's file can hit turned into messages (nothing else is caught)."""
+    try:
+        value, end = decoder.raw_decode(text, pos)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise _Unreadable("nested too deeply (thousands of [ or { inside each other); no dataset needs that: "
+                          "check how the file was generated") from None
+    except ValueError as err:  # Python's int digit limit (CVE-2020-10735): json raises a plain ValueError
+        raise _Unreadable(f"a number is too long to read ({err}); write it as a string") from None
+    if "\\ud" in text[pos:end].lower() and _has_lone_surrogate(value):
+        raise _Unreadable("a string holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff without its pair), "
+                          "which is no character; fix or remove it")
+    return value, end
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(value) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack += list(item.keys()) + list(item.values())
+        elif isinstance(item, list):
+            stack += item
+    return False
+
+
+def _json_hint(text: str, err: json.JSONDecodeError) -> str:
+    before = text[:err.pos].rstrip()
+    if before.endswith(",") and text[err.pos:err.pos + 1] in "]}":
+        return " There is a trailing comma before the closing bracket: JSON allows none, remove it."
+    return ""
+
+
 def _jsonl_records(text: str, name: str) -> Iterator[Record | Issue]:
-    index = 0
+    index, decoder = 0, json.JSONDecoder()
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{name}:{number}"
         try:
-            value = json.loads(line)
+            if len(line) > MAX_RECORD_BYTES:
+                raise _Unreadable(_too_big(len(line.encode("utf-8"))))
+            start = len(line) - len(line.lstrip())
+            value, end = _decode(decoder, line, start)
+            if line[end:].strip():
+                raise json.JSONDecodeError("Extra data", line, end)
         except json.JSONDecodeError as err:
-            yield Issue(where, f"invalid JSON at column {err.colno}: {err.msg}. Each line of a .jsonl file must be one "
-                               "complete JSON object (no trailing commas, double quotes only)")
+            yield Issue(where, f"invalid JSON at column {err.colno}: {err.msg}.{_json_hint(line, err)} Each line of a "
+                               ".jsonl file must be one complete JSON object (no trailing commas, double quotes only)")
+            continue
+        except _Unreadable as err:
+            yield Issue(where, str(err))
             continue
         yield Record(where, index, value)
         index += 1
@@ -112,12 +176,16 @@ def _json_records(text: str, name: str) -> Iterator[Record | Issue]:
     start = len(text) - len(text.lstrip())
     if not text.startswith("[", start):
         try:
-            value = json.loads(text)
+            value, end = _decode(decoder, text, start)
+            if text[end:].strip():
+                raise json.JSONDecodeError("Extra data", text, end + len(text[end:]) - len(text[end:].lstrip()))
         except json.JSONDecodeError as err:
-            hint = ""
+            hint = _json_hint(text, err)
             if err.msg == "Extra data" and _looks_like_jsonl(text.lstrip()):
                 hint = " The file holds one JSON object per line: name it .jsonl"
             raise DataFileError(f"{name}:{err.lineno}", f"invalid JSON at column {err.colno}: {err.msg}.{hint}") from None
+        except _Unreadable as err:
+            raise DataFileError(f"{name}:1", str(err)) from None
         if isinstance(value, dict):  # one record (its format is checked with the others)
             yield Record(f"{name}:{text.count(chr(10), 0, start) + 1}", 0, value)
             return
@@ -132,14 +200,24 @@ def _json_records(text: str, name: str) -> Iterator[Record | Issue]:
             break
         line, counted = line + text.count("\n", counted, pos), pos
         try:
-            value, pos = decoder.raw_decode(text, pos)
+            begin = pos
+            value, pos = _decode(decoder, text, pos)
+            if pos - begin > MAX_RECORD_BYTES:
+                raise _Unreadable(_too_big(len(text[begin:pos].encode("utf-8"))))
         except json.JSONDecodeError as err:
-            raise DataFileError(f"{name}:{err.lineno}", f"invalid JSON at column {err.colno}: {err.msg}") from None
+            raise DataFileError(f"{name}:{err.lineno}", f"invalid JSON at column {err.colno}: {err.msg}."
+                                                       f"{_json_hint(text, err)}") from None
+        except _Unreadable as err:  # the array cannot be walked past an unreadable record: the file is refused
+            raise DataFileError(f"{name}:{line}", str(err)) from None
         yield Record(f"{name}:{line}", index, value)
         index += 1
         pos = _skip_ws(text, pos)
         if text.startswith(",", pos):
             pos += 1
+            if text.startswith("]", _skip_ws(text, pos)):
+                at = text.count("\n", 0, pos) + 1
+                raise DataFileError(f"{name}:{at}", "a trailing comma before the closing ']': JSON allows none; "
+                                                    "remove it")
         elif not text.startswith("]", pos):
             line = text.count("\n", 0, pos) + 1
             raise DataFileError(f"{name}:{line}", "expected ',' or ']' after a record (missing comma?)")

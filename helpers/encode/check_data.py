@@ -90,7 +90,7 @@ def format_report(report: DataReport, source: str) -> str:
     add(f"  records              {load.records:,}")
     add(f"  conversations        {len(load.conversations):,} ({report.distinct:,} distinct)")
     if load.skipped:
-        add(f"  skipped on purpose   {len(load.skipped):,} ({load.skipped[0].message})")
+        add(f"  skipped on purpose   {len(load.skipped):,} (first: {load.skipped[0]})")
     add(f"  bad records          {len(load.issues):,}")
     stats = report.encode
     if stats is not None:
@@ -153,5 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not report.load.conversations:
         print(f"{args.file}: no usable records", file=sys.stderr)
+        return 2
+    if report.encode is not None and report.encode.samples == 0:
+        print(f"{args.file}: no record has anything left to train on with this tokenizer and max_length "
+              f"{args.max_length} (see 'dropped' above); training would refuse it too", file=sys.stderr)
         return 2
     return 0

@@ -102,12 +102,14 @@ def prepare(data_path: str, fmt: str, tokenizer, template: ChatFormat, max_lengt
     path = Path(cache_dir) / f"encoded-{key}.npz"
     if not path.exists():
         if rank == 0:
+            for stale in Path(cache_dir).glob("encoded-*.failed"):  # an earlier attempt's; this one starts afresh
+                stale.unlink(missing_ok=True)
             _save(path, encode_file(data_path, fmt, tokenizer, template, max_length, system))
         else:
             failed = Path(cache_dir) / f"encoded-{key}.failed"
             deadline = time.time() + wait_seconds
             while not path.exists():
-                if failed.exists():
+                if failed.exists():  # same key = same data and settings: an earlier marker says the same
                     raise TunebookError(failed.read_text(encoding="utf-8"))
                 if time.time() > deadline:
                     raise TunebookError(f"rank {rank}: rank 0 did not finish preparing the data in {wait_seconds}s")

@@ -375,6 +375,9 @@ def _print_summary(config: TrainConfig, record: dict, data, plan, tokenizer) -> 
           f"{config.batch_size * config.max_length} tokens, efficiency {b['efficiency']:.1%}; "
           f"optimizer step = {config.accumulative_counts} micro-batches x {b['world_size']} process(es)")
     print("sample     " + decode_with_mask(tokenizer, data.samples[0], "⟦", "⟧").replace("\n", "\n           "))
+    if data.skipped:
+        print(f"note       {data.skipped} records skipped on purpose (nothing to train on, or alpaca <nooutput>); "
+              f"python -m helpers check-data {d['path']} names them")
     special = data.stats.special_text
     if special:  # the same words check-data uses
         print(f"note       {len(special)} records spell a special token of the tokenizer in their text (first: "
