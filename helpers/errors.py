@@ -21,6 +21,7 @@ _OS_FIXES = {
     errno.EISDIR: "that is a folder: give a file path",
     errno.ENOTDIR: "a part of that path is a file, not a folder",
     errno.ENOENT: "no such file or folder",
+    errno.EEXIST: "already exists, or a file is in the way where a folder is needed: choose another path",
     errno.ENAMETOOLONG: "the path is too long",
 }
 

@@ -247,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out and args.heldout and Path(args.out).resolve() == Path(args.heldout).resolve():
         raise TunebookError(f"--out {args.out} is the held-out file itself; choose another path")
     progress = not args.no_progress
+    for name, folder in (("--model", args.model), ("--adapter", args.adapter)):
+        if folder and not Path(folder).exists() and (name == "--adapter" or Path(folder).is_absolute()
+                                                     or str(folder).startswith(".")):
+            raise TunebookError(f"{name} {folder}: no such folder (relative paths start from {Path.cwd()})")
     record = _record_of(args.model, args.adapter)
     # Read and check the questions first: a wrong file fails in a second, not after a model load.
     if args.task == "persona":

@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = make_tiny_model(args.dir, config, overwrite=args.overwrite)
     except FileExistsError as err:
-        from helpers.errors import TunebookError
-        raise TunebookError(f"{err} (pass --overwrite to replace it)") from None
+        from helpers.errors import TunebookError, learner_os_error
+        if err.filename is not None and Path(err.filename) != Path(args.dir):  # a file where a folder must go
+            raise learner_os_error(err) from None
+        raise TunebookError(f"{args.dir} already exists (pass --overwrite to replace it)") from None
     print(f"tiny model written to {path}: {config}")
     return 0
