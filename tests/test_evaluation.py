@@ -168,6 +168,8 @@ def test_cli_bad_input_exits_2(run_cli, tmp_path, heldout, monkeypatch):
     code, _, err = run_cli("evaluate", "persona", "--model", model, "--heldout", tmp_path / "missing.jsonl")
     assert code == 2 and "missing.jsonl: no such file" in err
     code, _, err = run_cli("evaluate", "persona", "--model", model)
+    assert code == 2 and f"--model {model}: no such folder" in err            # a mistyped path, said first
+    code, _, err = run_cli("evaluate", "persona", "--model", tmp_path)         # a folder without a training record
     assert code == 2 and "pass --heldout FILE" in err
     plain = tmp_path / "plain.jsonl"
     plain.write_text(json.dumps({"conversation": [{"input": "q", "output": "a"}]}) + "\n", encoding="utf-8")

@@ -240,6 +240,29 @@ def _record_of(model: str, adapter: str | None) -> dict:
     return (read_record(folder) if folder.is_dir() else None) or {}
 
 
+def _missing_folder(args) -> str | None:
+    """A --model / --adapter that is a local path (absolute, ./, ../, ~) and does not exist, as one line."""
+    for name, folder in (("--model", args.model), ("--adapter", args.adapter)):
+        local = folder and (Path(folder).is_absolute() or str(folder).startswith((".", "~")) or name == "--adapter")
+        if local and not Path(folder).expanduser().exists():
+            return f"{name} {folder}: no such folder (relative paths start from {Path.cwd()})"
+    return None
+
+
+def _questions(args, record: dict):
+    """(what was read, the questions): persona -> (items, general); colorist -> (descriptions, references, systems)."""
+    if args.task == "persona":
+        if not args.heldout and _missing_folder(args):
+            raise TunebookError(_missing_folder(args))   # the held-out file would be named by its record
+        heldout = args.heldout or default_heldout(record)
+        items, general = persona_inputs(heldout, args.lang, args.limit)
+        return (f"held-out identity questions: {len(items)} from {heldout}; general questions: {len(general)} "
+                "(shipped eval split)"), (items, general)
+    from helpers.evaluate.colorist import read_colorist_heldout
+    descriptions, references, systems = _head(read_colorist_heldout(args.heldout), args.limit)
+    return f"held-out descriptions: {len(descriptions)} from {args.heldout}", (descriptions, references, systems)
+
+
 def main(argv: list[str] | None = None) -> int:
     from helpers.models.loading import is_adapter_dir, load_for_inference
 
@@ -247,22 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.out and args.heldout and Path(args.out).resolve() == Path(args.heldout).resolve():
         raise TunebookError(f"--out {args.out} is the held-out file itself; choose another path")
     progress = not args.no_progress
-    for name, folder in (("--model", args.model), ("--adapter", args.adapter)):
-        if folder and not Path(folder).exists() and (name == "--adapter" or Path(folder).is_absolute()
-                                                     or str(folder).startswith(".")):
-            raise TunebookError(f"{name} {folder}: no such folder (relative paths start from {Path.cwd()})")
     record = _record_of(args.model, args.adapter)
     # Read and check the questions first: a wrong file fails in a second, not after a model load.
+    what, questions = _questions(args, record)
     if args.task == "persona":
-        heldout = args.heldout or default_heldout(record)
-        items, general = persona_inputs(heldout, args.lang, args.limit)
-        what = f"held-out identity questions: {len(items)} from {heldout}; general questions: {len(general)} " \
-               "(shipped eval split)"
+        items, general = questions
     else:
-        from helpers.evaluate.colorist import read_colorist_heldout
-        heldout = args.heldout
-        descriptions, references, systems = _head(read_colorist_heldout(heldout), args.limit)
-        what = f"held-out descriptions: {len(descriptions)} from {heldout}"
+        descriptions, references, systems = questions
+    missing = _missing_folder(args)
+    if missing:
+        raise TunebookError(missing)
     before_source, note = _before_plan(args, record, bool(args.adapter) or is_adapter_dir(args.model))
 
     after = load_for_inference(args.model, args.adapter, bits=args.bits, template=args.template, system=args.system)
