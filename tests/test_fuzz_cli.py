@@ -76,7 +76,7 @@ CORPUS = {
     "train weight_decay -1": (_train_setting("weight_decay: -1"), "weight_decay: must be at least 0"),
     "train loss_chunk -5": (_train_setting("loss_chunk: -5"), "loss_chunk: must be at least 0"),
     "train lora_dropout 5": (_train_setting("lora_dropout: 5"), "lora_dropout: must be in [0, 1)"),
-    "train unknown setting": (_train_setting("learning_rate: 1"), "unknown setting(s) learning_rate"),
+    "train unknown setting": (_train_setting("learning_rate: 1"), "unknown setting learning_rate"),
     "train invalid YAML": (lambda ctx: ("train", [_config(ctx, "lr: [1\n")]), "c.yaml:"),
     "train YAML list": (lambda ctx: ("train", [_config(ctx, "- a\n- b\n")]), "expected a mapping of settings"),
     "train GBK YAML": (lambda ctx: ("train", [_config(ctx, BASE_YAML + "system: 你好\n", encoding="gbk")]),

@@ -282,3 +282,31 @@ def test_cli_exit_codes(tmp_path, run_cli):
     path.write_text("data_path: nope.jsonl\n", encoding="utf-8")
     code, _, err = run_cli("train", path)
     assert code == 2 and "data_path: nope.jsonl does not exist" in err
+
+
+def test_xtuner_names_are_accepted_everywhere_and_typos_get_the_closest_name(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("pretrained_model_name_or_path: m\nprompt_template: qwen_chat\npack_to_max_length: false\n"
+                    "SYSTEM: be brief\n", encoding="utf-8")
+    config = load_config(path, ["alpaca_en_path=d.jsonl"])
+    assert (config.model, config.template, config.pack, config.system, config.data_path) == (
+        "m", "qwen_chat", False, "be brief", "d.jsonl")
+    with pytest.raises(ConfigError, match="--set: unknown setting max_step; did you mean max_steps\\?"):
+        load_config(path, ["max_step=5"])
+    with pytest.raises(ConfigError, match="unknown setting learning_rate; did you mean lr\\?"):
+        from_dict({"learning_rate": 1e-4})
+    with pytest.raises(ConfigError, match="model and pretrained_model_name_or_path are the same setting"):
+        from_dict({"model": "a", "pretrained_model_name_or_path": "b"})
+
+
+def test_the_shipped_example_config_names_every_setting_with_a_comment_and_the_defaults():
+    from helpers.train.config import EXAMPLE_CONFIG, FIELDS
+    lines = EXAMPLE_CONFIG.read_text(encoding="utf-8").splitlines()
+    named = {line.split(":")[0] for line in lines if line and not line.startswith((" ", "#"))}
+    assert named == set(FIELDS)
+    uncommented = [line for line in lines if line and not line.startswith((" ", "#")) and "#" not in line
+                   and line.split(":")[0] not in ("max_epochs", "weight_decay", "lora_r", "lora_alpha", "lora_dropout",
+                                                  "save_steps", "logging_steps", "seed", "dataloader_num_workers",
+                                                  "evaluation_max_new_tokens", "evaluation_inputs")]
+    assert not uncommented, uncommented   # the self-explaining numbers excepted
+    assert load_config(EXAMPLE_CONFIG) == TrainConfig(data_path="work/data/persona.jsonl")

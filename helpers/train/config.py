@@ -105,13 +105,42 @@ XTUNER_MAP_FNS = {"alpaca_map_fn": "alpaca", "openai_map_fn": "openai", "colors_
                   "pretrain_map_fn": "pretrain", "wizardlm_map_fn": "sharegpt", "default_map_fn": "default"}
 
 
+EXAMPLE_CONFIG = ASSETS / "configs" / "camp_qlora.yaml"   # every setting, commented, with the camp's values
+
+
+def unknown_setting(key: str, source: str) -> ConfigError:
+    """The error for a name that is no setting, with the closest one (ours or XTuner's) when there is one."""
+    import difflib
+    close = [_TRAINER_NAMES[key]] if key in _TRAINER_NAMES else difflib.get_close_matches(
+        key, list(FIELDS) + list(XTUNER_NAMES), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else "."
+    return ConfigError(f"{source}: unknown setting {key}{hint} Every setting is listed, commented, in {EXAMPLE_CONFIG}")
+
+
+# transformers' TrainingArguments names learners bring from other tutorials -> ours (suggested, not guessed)
+_TRAINER_NAMES = {"learning_rate": "lr", "num_train_epochs": "max_epochs", "per_device_train_batch_size": "batch_size",
+                  "gradient_accumulation_steps": "accumulative_counts", "max_grad_norm": "max_norm",
+                  "model_name_or_path": "model", "warmup_steps": "warmup_ratio", "max_seq_length": "max_length"}
+
+
+def ours(key: str, source: str) -> str:
+    """A setting's name in TrainConfig: ours as given, XTuner's translated (prompt_template -> template, ...)."""
+    if key in FIELDS:
+        return key
+    if key in XTUNER_NAMES:
+        return XTUNER_NAMES[key]
+    raise unknown_setting(key, source)
+
+
 def from_dict(values: dict, source: str = "settings") -> TrainConfig:
-    unknown = sorted(set(values) - set(FIELDS))
-    if unknown:
-        raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
-    config = TrainConfig()
+    """Settings by our names or XTuner's, each converted and checked against helpers.train.config_rules."""
+    config, given = TrainConfig(), {}
     for key, value in values.items():
-        setattr(config, key, convert(key, value, source))
+        name = ours(str(key), source)
+        if name in given and given[name] != key:
+            raise ConfigError(f"{source}: {given[name]} and {key} are the same setting; keep one of them")
+        given[name] = key
+        setattr(config, name, convert(name, value, source))
     return config
 
 
@@ -294,9 +323,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
-        key = key.strip()
-        if key not in FIELDS:
-            raise ConfigError(f"--set {key}: unknown setting; known: {', '.join(FIELDS)}")
+        key = ours(key.strip(), "--set")
         try:
             values[key] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:

@@ -387,8 +387,11 @@ def _print_summary(config: TrainConfig, record: dict, data, plan, tokenizer) -> 
 def main(argv: list[str] | None = None) -> int:
     import argparse
     from helpers.train.config import load_config
+    from helpers.train.config import EXAMPLE_CONFIG, RECIPES
     parser = argparse.ArgumentParser(prog="python -m helpers train",
-                                     description="Train (or resume) from a YAML or XTuner .py config.")
+                                     description="Train (or resume) from a YAML or XTuner .py config.",
+                                     epilog=f"Every setting, commented, with the camp's values: {EXAMPLE_CONFIG}. "
+                                            f"Measured CPU recipes: {RECIPES}/*.yaml.")
     parser.add_argument("config", help="config.yaml, or an XTuner config .py (read, never executed)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set max_steps=100 --set output_dir=work/run2")
