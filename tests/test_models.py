@@ -141,3 +141,14 @@ def test_auto_template_is_the_models_own(tiny_model_dir, tmp_path):
     shutil.copytree(tiny_model_dir, smol)
     (smol / MARKER).write_text(json.dumps({"template": "chatml"}))
     assert resolve_template("auto", smol).name == "chatml"
+
+
+def test_a_mistyped_local_path_is_one_line_with_the_closest_sibling(tiny_model_dir, tmp_path, run_cli):
+    typo = tiny_model_dir.parent / (tiny_model_dir.name[:-1])   # "mode" for "model"
+    with pytest.raises(ModelNotFound) as info:
+        resolve_model(typo)
+    assert str(info.value) == f"{typo}: no such folder; did you mean {tiny_model_dir}?"
+    for command in (["chat", typo], ["merge", typo, tmp_path / "adapter", tmp_path / "out"]):
+        code, _, err = run_cli(*command)
+        assert code == 2 and err.strip().splitlines() == [f"error: {typo}: no such folder; did you mean "
+                                                          f"{tiny_model_dir}?"], err

@@ -251,7 +251,7 @@ def test_yaml_config_and_overrides(tmp_path):
     ({"template": "internlm3_chat"}, "template: unknown prompt template"),
     ({"data_path": "missing.jsonl"}, "data_path: missing.jsonl does not exist"),
     ({"max_length": 0}, "max_length: must be positive"),
-    ({"model": "/no/such/model"}, "cannot find model '/no/such/model'"),
+    ({"model": "/no/such/model"}, "^/no/such/model: no such folder \\(/ exists, no/such/model does not\\)$"),
     ({"mode": "qlora4"}, "mode: must be one of qlora, lora, full, got .qlora4."),
 ])
 def test_bad_settings_fail_before_any_model_is_loaded(tiny_model_dir, persona_file, tmp_path, monkeypatch,

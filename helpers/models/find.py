@@ -41,6 +41,24 @@ def _looks_like_model(path: Path) -> bool:
     return (path / "config.json").is_file()
 
 
+def _looks_local(name: str) -> bool:
+    return os.path.isabs(os.path.expanduser(name)) or name.startswith(("./", "../", "~", ".\\", "..\\"))
+
+
+def _missing_local(path: Path) -> str:
+    """'PATH: no such folder', with the closest existing sibling or the deepest folder that does exist."""
+    import difflib
+    path = path.absolute()
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent == path.parent:
+        siblings = [p.name for p in parent.iterdir() if p.is_dir()] if os.access(parent, os.R_OK) else []
+        close = difflib.get_close_matches(path.name, siblings, n=1, cutoff=0.6)
+        return f"{path}: no such folder" + (f"; did you mean {parent / close[0]}?" if close else "")
+    return f"{path}: no such folder ({parent} exists, {path.relative_to(parent)} does not)"
+
+
 def resolve_model(name: str | os.PathLike, allow_download: bool = True) -> Path:
     """A local folder holding the model, downloading it if needed; ModelNotFound lists every place tried."""
     tried: list[str] = []
@@ -49,6 +67,8 @@ def resolve_model(name: str | os.PathLike, allow_download: bool = True) -> Path:
         if _looks_like_model(path):
             return path
         raise ModelNotFound(f"{path} exists but has no config.json: give the folder that holds the model files")
+    if _looks_local(str(name)):
+        raise ModelNotFound(_missing_local(path))   # a mistyped path: one line, not the hub's advice
     tried.append(f"local path {path}: does not exist")
     short = str(name).rstrip("/").split("/")[-1]
     from helpers.models.pypi import PYPI_MODELS, ensure_pypi_model
