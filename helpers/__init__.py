@@ -11,3 +11,11 @@ __version__ = "0.1.0"
 import logging as _logging
 
 _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
+
+# transformers imports DeepSpeed whenever it is installed (even unconfigured), and DeepSpeed then logs "Setting
+# accelerator to CPU. If you have GPU ... we were unable to detect it" on every machine without a GPU. Where no GPU
+# device node exists, tell it the answer first; with a GPU (or a user's own setting) nothing changes.
+import os as _os
+
+if not any(_os.path.exists(node) for node in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")):
+    _os.environ.setdefault("DS_ACCELERATOR", "cpu")

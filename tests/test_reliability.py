@@ -269,3 +269,16 @@ def test_kill_after_the_last_checkpoint_publishes_it_without_an_extra_step(tiny_
     assert max(e["step"] for e in read_jsonl(tmp_path / "killed" / "loss.jsonl")) == 8
     first, second = (load_file(str(r.adapter_dir / "adapter_model.safetensors")) for r in (whole, resumed))
     assert first.keys() == second.keys() and all((first[k] == second[k]).all() for k in first)
+
+
+# ---- no warning a learner cannot act on ----
+
+def test_no_deepspeed_accelerator_warning_on_a_machine_without_a_gpu(tmp_path):
+    import pathlib
+    if any(pathlib.Path(n).exists() for n in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")):
+        pytest.skip("this machine has a GPU device: DeepSpeed finds it and says nothing")
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    done = subprocess.run([sys.executable, "-m", "helpers", "make-tiny-model", str(tmp_path / "tiny")], env=env,
+                          capture_output=True, text=True, cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "real_accelerator" not in done.stderr + done.stdout and "WARNING" not in done.stderr

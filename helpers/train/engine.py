@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,6 +33,10 @@ from helpers.encode.encoding import pad_token_id
 from helpers.train.config import ConfigError, TrainConfig, config_digest
 
 # Settings that change what is trained; a rerun may resume only if these match.
+# transformers 5 deprecates `is_gradient_checkpointing` and warns each time its own Trainer and PEFT ask it: a pink
+# box in every training notebook that nobody but those libraries can act on.
+warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+
 RESUME_KEYS = ("model", "mode", "dtype", "data_path", "data_format", "template", "system", "max_length", "pack",
                "batching", "batch_size", "accumulative_counts", "max_epochs", "max_steps", "lr", "betas",
                "weight_decay", "max_norm", "warmup_ratio", "optim", "lora_r", "lora_alpha", "lora_dropout",
