@@ -72,7 +72,11 @@ class ChatSession:
 
     @property
     def stop_words(self) -> list[str]:
-        return stop_words(self.template, self.tokenizer) + [w for w in self.extra_stop_words if w]
+        """The stop words to find in streamed text: the multi-token ones (single control tokens stop generation by
+        id and are never shown) and the user's extra ones."""
+        text_words = [w for w in stop_words(self.template, self.tokenizer)
+                      if len(self.tokenizer.encode(w, add_special_tokens=False)) > 1]
+        return text_words + [w for w in self.extra_stop_words if w]
 
     def prompt_ids(self, question: str) -> list[int]:
         return prompt_ids(self.tokenizer, self.template, self.history, question, self.system)
@@ -91,7 +95,9 @@ class ChatSession:
 
         ids = self.prompt_ids(question)
         self.last_prompt_ids = ids
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=False,
+        # control tokens never reach the screen (generation stops at the single-token stop words anyway); the
+        # StopFilter still cuts multi-token stop words, which are plain text
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True,
                                         clean_up_tokenization_spaces=False)
         device = next(self.model.parameters()).device
         kwargs = dict(input_ids=torch.tensor([ids], device=device),

@@ -94,8 +94,18 @@ def answer(model, tokenizer, template: ChatFormat | str, question: str, system: 
     finally:
         if was_training:
             model.train()
-    text = tokenizer.decode(output[0, len(ids):], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    return cut_at_stop(text, stop_words(template, tokenizer))
+    return shown_answer(tokenizer, output[0, len(ids):].tolist(), set(stop_token_ids(template, tokenizer)),
+                        stop_words(template, tokenizer))
+
+
+def shown_answer(tokenizer, new_ids: list[int], stops: set[int], words: list[str]) -> str:
+    """What the user sees of generated ids: up to the first stop token, without any control token of the tokenizer
+    (a random or half-trained model emits <reserved_102>-style ids mid-answer), cut at the first stop word.
+    Text the model wrote as plain characters (e.g. the five characters of <|im_end|> spelled out) stays."""
+    end = next((k for k, t in enumerate(new_ids) if t in stops), len(new_ids))  # the rest is stop and padding
+    text = tokenizer.decode(new_ids[:end], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    # single-token stop words were cut above by id; only the multi-token ones are text to look for
+    return cut_at_stop(text, [w for w in words if len(tokenizer.encode(w, add_special_tokens=False)) > 1])
 
 
 def answer_batch(model, tokenizer, template: ChatFormat | str, questions: list[str], systems: list[str] | str = "",
@@ -131,10 +141,7 @@ def answer_batch(model, tokenizer, template: ChatFormat | str, questions: list[s
             with torch.no_grad():
                 output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
             for row, i in enumerate(chosen):
-                new = output[row, width:].tolist()
-                end = next((k for k, t in enumerate(new) if t in stops), len(new))  # the rest is padding
-                text = tokenizer.decode(new[:end], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-                answers[i] = cut_at_stop(text, words)
+                answers[i] = shown_answer(tokenizer, output[row, width:].tolist(), stops, words)
             if progress is not None:
                 progress(len(chosen))
     finally:
