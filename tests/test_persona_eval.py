@@ -160,8 +160,11 @@ def test_html_table():
 
 def test_chart_has_grouped_bars_with_labels():
     from matplotlib.figure import Figure
-    figure = persona_chart(BEFORE, AFTER)
+    chart = persona_chart(BEFORE, AFTER)
+    figure = chart.figure
     assert isinstance(figure, Figure)
+    # a notebook draws it even where pyplot was never imported (a bare Figure showed only its repr text)
+    assert chart._repr_png_().startswith(b"\x89PNG\r\n\x1a\n")
     axis = figure.axes[0]
     assert len(axis.containers) == 2
     assert [p.get_height() for p in axis.containers[0]] == [0.0, 0.0, 1.0, 0.3012]
@@ -169,7 +172,7 @@ def test_chart_has_grouped_bars_with_labels():
     assert [t.get_text() for t in axis.get_xticklabels()] == list(CHART_LABELS)
     assert [t.get_text() for t in axis.get_legend().get_texts()] == ["before", "after"]
     assert [t.get_text() for t in axis.texts] == ["0.00", "0.00", "1.00", "0.30", "0.64", "0.13", "0.41", "0.29"]
-    lone = persona_chart(None, {**AFTER, "similarity_to_base": None}).axes[0]
+    lone = persona_chart(None, {**AFTER, "similarity_to_base": None}).figure.axes[0]
     assert len(lone.containers) == 1 and [t.get_text() for t in lone.texts] == ["0.64", "0.13", "n/a", "0.29"]
 
 

@@ -179,7 +179,8 @@ def persona_table_html(before: dict | None, after: dict) -> str:
 def persona_chart(before: dict | None, after: dict, title: str = "persona fine-tune: before vs after"):
     """Grouped bars (persona correct, 复读机 rate, similarity to base, answer quality), one colour per model, all on a 0-1 scale.
 
-    A matplotlib Figure made without pyplot, so a notebook shows it once (display it, or leave it last in a cell)."""
+    Returns a Chart: a matplotlib Figure made without pyplot (no global state, shown once), wrapped so that a notebook
+    draws it as PNG even where pyplot was never imported (a bare Figure shows only "<Figure size 640x320 ...>")."""
     from matplotlib.figure import Figure
 
     series = ([("before", before, "#9aa5b1")] if before is not None else []) + [("after", after, "#2f7ed8")]
@@ -198,7 +199,18 @@ def persona_chart(before: dict | None, after: dict, title: str = "persona fine-t
     axis.set_title(title)
     axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
-    return figure
+    return Chart(figure)
+
+
+@dataclass
+class Chart:
+    figure: object   # the matplotlib Figure (save it with .figure.savefig(path))
+
+    def _repr_png_(self) -> bytes:
+        import io
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
 
 
 # ---------------------------------------------------------------- a whole run
