@@ -138,7 +138,8 @@ def test_read_message_ends_at_an_empty_line():
 
 def test_terminal_loop_in_process(fresh):
     out = io.StringIO()
-    code = terminal_chat(fresh, io.StringIO(f"{CAMP[0][0]}\n\n{CAMP[1][0]}\n\nRESET\n\n{CAMP[1][0]}\n"), out)
+    code = terminal_chat(fresh, io.StringIO(f"{CAMP[0][0]}\n\n{CAMP[1][0]}\n\nRESET\n\n{CAMP[1][0]}\n"), out,
+                         echo=False)
     text = out.getvalue()
     assert code == 0 and text.count(INPUT_PROMPT) == 4 and "(history cleared)" in text
     assert f"{INPUT_PROMPT}{CAMP[0][1]}\n" in text and text.endswith(f"{INPUT_PROMPT}{CAMP[1][1]}\n\n")
@@ -152,7 +153,7 @@ def test_gbk_input_is_read_as_gb18030_and_undecodable_input_is_refused_without_e
     fresh.reset()
     out = io.StringIO()
     data = f"{CAMP[0][0]}\n\n".encode("gbk") + b"\xff\xfe\xfa bad\n\n" + f"{CAMP[1][0]}\n\nEXIT\n".encode()
-    assert terminal_chat(fresh, io.BytesIO(data), out) == 0
+    assert terminal_chat(fresh, io.BytesIO(data), out, echo=False) == 0
     text = out.getvalue()
     assert "(input was not UTF-8; read it as GB18030." in text and f"{CAMP[0][1]}\n" in text
     assert "neither UTF-8 nor GB18030 text; it was not sent" in text
@@ -173,13 +174,16 @@ def test_terminal_chat_through_a_pipe(adapter):
     assert "template internlm2_chat (training record); system prompt ''" in done.stderr
     assert out.count(INPUT_PROMPT) == 5                       # Q, Q, RESET, Q, EXIT: nothing read after EXIT
     assert f"\n{CAMP[0][1]}\n" in out and out.count(f"\n{CAMP[1][1]}\n") >= 1
+    # piped input is echoed after each prompt, so the transcript holds the questions too
+    assert f"{INPUT_PROMPT}{CAMP[0][0]}\n" in out and f"{INPUT_PROMPT}RESET\n" in out and out.endswith(
+        f"{INPUT_PROMPT}EXIT\n")
     answers = [line for line in out.splitlines() if line and not line.startswith(("[prompt]", INPUT_PROMPT.strip()))]
     assert all("<|im_end|>" not in line and "</s>" not in line for line in answers)
     prompts = [line for line in out.splitlines() if line.startswith("[prompt]")]
     assert len(prompts) == 3
     assert "请介绍一下你自己" in prompts[1]                      # second question sees the first turn
     assert prompts[2] == "[prompt] '<s><|im_start|>user\\n你在实战营做什么<|im_end|>\\n<|im_start|>assistant\\n'"
-    assert out.endswith(f"{prompts[2]}\n{CAMP[1][1]}\n\n{INPUT_PROMPT}")  # trained answer after RESET, then EXIT
+    assert f"{prompts[2]}\n{CAMP[1][1]}\n\n{INPUT_PROMPT}EXIT" in out  # trained answer after RESET, then EXIT
 
 
 # ---- notebook widget ------------------------------------------------------------------------------------------

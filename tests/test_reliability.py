@@ -282,3 +282,19 @@ def test_no_deepspeed_accelerator_warning_on_a_machine_without_a_gpu(tmp_path):
                           capture_output=True, text=True, cwd=pathlib.Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert "real_accelerator" not in done.stderr + done.stdout and "WARNING" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_short_run_logs_the_first_step_after_warm_up_and_the_last(tiny_model_dir, tmp_path):
+    from helpers.io import read_jsonl
+    from helpers.train.engine import train
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"conversation": [{"input": "q", "output": "an answer"}]}) + "\n"
+                            for _ in range(20)), encoding="utf-8")
+    config = from_dict(dict(model=str(tiny_model_dir), data_path=str(data), output_dir=str(tmp_path / "run"),
+                            max_length=64, accumulative_counts=1, max_steps=5, warmup_ratio=0.2, logging_steps=10,
+                            save_steps=100, evaluation_inputs=[], mode="lora", lora_r=8, lora_alpha=8))
+    train(config, notebook=False)
+    logged = read_jsonl(tmp_path / "run" / "loss.jsonl")
+    assert [e["step"] for e in logged] == [1, 2, 5]   # first (lr 0 in warm-up), first after warm-up, last
+    assert logged[1]["learning_rate"] > 0

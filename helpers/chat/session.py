@@ -210,13 +210,20 @@ def read_message(stream, notes: list[str] | None = None) -> tuple[str | None, bo
 
 
 def terminal_chat(session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
-                  show_prompt: bool = False) -> int:
-    """XTuner's loop: RESET clears the history, EXIT (or end of input) quits with 0; answers are streamed."""
+                  show_prompt: bool = False, echo: bool | None = None) -> int:
+    """XTuner's loop: RESET clears the history, EXIT (or end of input) quits with 0; answers are streamed.
+
+    echo (default: when stdin is not a terminal, e.g. a pipe) writes each message after the prompt, so a transcript
+    holds the questions as well as the answers."""
+    if echo is None:
+        echo = not (hasattr(stdin, "isatty") and stdin.isatty())
     while True:
         stdout.write("\n" + INPUT_PROMPT)
         stdout.flush()
         notes: list[str] = []
         message, at_end = read_message(stdin, notes)
+        if echo and message:
+            stdout.write(message + "\n")
         for note in dict.fromkeys(notes):
             stdout.write(note + "\n")
         command = (message or "").strip()

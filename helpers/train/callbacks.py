@@ -35,6 +35,17 @@ def discard_incomplete(output_dir: Path) -> list[str]:
     return removed
 
 
+class LogMilestones(TrainerCallback):
+    """Besides every logging_steps: the first step after warm-up and the last step are always logged, so a short run
+    does not show only step 1 (whose lr is 0 during warm-up, which reads like a bug)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        warmup = args.get_warmup_steps(state.max_steps) if state.max_steps else 0
+        if state.global_step in (warmup + 1, state.max_steps):
+            control.should_log = True
+        return control
+
+
 class CheckpointMarker(TrainerCallback):
     """Marks a checkpoint complete after the Trainer has written all of it (model, optimizer, RNG, state)."""
 

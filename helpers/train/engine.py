@@ -24,7 +24,8 @@ from helpers.errors import TunebookError
 from helpers.models.generation import answer_batch, with_max_new_tokens
 from helpers.io import (ASSETS, check_writable, disk_full_explained, folder_lock, publish_dir, read_json, read_jsonl,
                         write_json)
-from helpers.train.callbacks import ChatSamples, CheckpointMarker, LossLog, complete_checkpoints, discard_incomplete, trim_log
+from helpers.train.callbacks import (ChatSamples, CheckpointMarker, LogMilestones, LossLog, complete_checkpoints,
+                                     discard_incomplete, trim_log)
 from helpers.train.live_view import LiveView, TokenMeter
 from helpers.encode.packing import collate_micro_batch, default_strategy
 from helpers.models.record import training_record, write_record
@@ -260,7 +261,7 @@ def _trainer(config: TrainConfig, model, tokenizer, template: ChatFormat, train_
                        config.evaluation_max_new_tokens, output_dir / "chat_samples.jsonl", store)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, processing_class=tokenizer,
                       data_collator=partial(_collate, meter=meter, pad_token_id=pad_token_id(tokenizer)),
-                      callbacks=[CheckpointMarker(run_digest, meter), LossLog(output_dir / "loss.jsonl"), chat,
+                      callbacks=[CheckpointMarker(run_digest, meter), LogMilestones(), LossLog(output_dir / "loss.jsonl"), chat,
                                  *extra_callbacks])
     trainer.remove_callback(PrinterCallback)  # the live view prints (or draws) progress instead
     return trainer
