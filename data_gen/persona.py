@@ -53,7 +53,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_gen.mixing import MixResult, load_general_source, mix
+from data_gen.mixing import MixResult, general_needed, load_general_source, mix
 from data_gen.persona_table import (LANG_CHOICES, PLACEHOLDER, PersonaFacts, PlaceholderError, Question,  # noqa: F401
                                     answer_table, claims_for, expect_for, fill)
 from helpers.errors import TunebookError, command
@@ -61,7 +61,8 @@ from helpers.data.persona_rules import answer_problems  # noqa: F401  (the scori
 from helpers.io import write_jsonl, write_records
 
 DEFAULT_N = 2000                 # persona records (split evenly across languages)
-DEFAULT_MIX_RATIO = 0.2          # persona share of the file when --mix is given (camp2: 2k persona in 10k)
+DEFAULT_MIX_RATIO = 0.2          # persona share aimed at when --mix is given (camp2: 2k persona in 10k), as far as
+                                 # the general set reaches without repeating a record
 DEFAULT_HELDOUT_FRACTION = 0.15  # of each intent's questions, kept out of training for evaluation
 CLASSIC_N = 8000                 # camp3's tools/xtuner_generate_assistant.py
 CLASSIC_SEEDS = [("请介绍一下你自己", "我是{name}的小助手，内在是上海AI实验室书生·浦语的1.8B大模型哦"),
@@ -137,7 +138,13 @@ def generate_persona(facts: PersonaFacts, n: int = DEFAULT_N, lang: str = "both"
                "unique_pairs": len(pairs), "heldout_records": len(heldout), "languages": list(langs), "seed": seed}
     if mix_with is not None:
         general, dropped = load_general_source(mix_with, lang=lang)
-        ratio = DEFAULT_MIX_RATIO if mix_ratio is None and general_n is None else mix_ratio
+        ratio = mix_ratio
+        if mix_ratio is None and general_n is None and allow_repeats:
+            ratio = DEFAULT_MIX_RATIO   # repeats asked for: camp2's share, reached by repeating general records
+        elif mix_ratio is None and general_n is None:
+            # the default asks only for what the general set can give without repeats: camp2's 0.2 share when
+            # there are enough general records, else all of them (the summary reports the share delivered)
+            general_n = min(len(general), general_needed(len(train), DEFAULT_MIX_RATIO))
         result = mix(train, general, mix_ratio=ratio, general_n=general_n, allow_repeats=allow_repeats, seed=seed,
                      source=str(mix_with), dropped_eval=dropped)
         train = result.records

@@ -181,7 +181,7 @@ def test_general_n_and_default_ratio(general_file):
 
 def test_builtin_set_too_small_without_and_with_repeats(tmp_path, capsys):
     out = tmp_path / "mixed.jsonl"
-    assert main(["--name", NAME, "--n", "100", "--mix", "builtin", "--out", str(out)]) == 0
+    assert main(["--name", NAME, "--n", "100", "--mix", "builtin", "--mix-ratio", "0.2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "general records: 102 of 400 wanted" in printed and "persona share is 0.495" in printed
     assert len(out.read_text(encoding="utf-8").splitlines()) == 202
@@ -266,3 +266,12 @@ def test_module_help_runs(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith(f"usage: python -m {module}")
     assert persona.main is main
+
+
+def test_the_default_mix_asks_only_what_the_general_set_can_give():
+    """--mix builtin without a ratio used to ask for a 0.2 persona share and deliver 0.95 (the shipped general set is
+    small); now it takes camp2's share where there are enough general records, else all of them, and says which."""
+    many = generate_persona(PersonaFacts(name="Wu Xian"), n=200, lang="en", mix_with="builtin")
+    few = generate_persona(PersonaFacts(name="Wu Xian"), n=10, lang="en", mix_with="builtin")
+    assert many.summary["mix_ratio_asked"] is None and many.summary["general_records"] == many.summary["general_wanted"]
+    assert few.summary["general_records"] == few.summary["general_wanted"] == 40   # 10 persona = 0.2 of 50
