@@ -81,3 +81,33 @@ def with_base_answers(data_path: str | Path, out_path: Path, answer_all, progres
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return BaseAnswers(Path(out_path), len(chosen), marked - len(chosen), round(time.time() - started, 1))
+
+
+def for_run(config, loaded_path: Path, template, system: str, output_dir: Path, rank: int) -> BaseAnswers:
+    """The engine's step: the training file with the general records answered by the base model, made once per run
+    folder by rank 0 (other ranks wait for it); a resumed run reuses it. config: a TrainConfig."""
+    from helpers.models.generation import answer_batch, with_max_new_tokens
+    from helpers.train.data_cache import file_digest
+    out = output_dir / FILE_NAME
+    stamp = output_dir / f"{FILE_NAME}.source"   # digest of the data file it was made from
+    source = file_digest(config.data_path)
+    if rank == 0 and not (out.is_file() and stamp.is_file() and stamp.read_text() == source):
+        from helpers.models.generation import GREEDY
+        from helpers.models.loading import load_for_inference
+        output_dir.mkdir(parents=True, exist_ok=True)
+        base = load_for_inference(loaded_path, template=template, system=system)
+        sampling = with_max_new_tokens(GREEDY, MAX_NEW_TOKENS)
+        made = with_base_answers(config.data_path, out, lambda questions, systems: answer_batch(
+            base.model, base.tokenizer, template, questions, [s or system for s in systems], sampling))
+        del base
+        stamp.write_text(source)
+        print(f"general_answers: base -- {made.answered} general answers from the base model in {made.seconds:.0f} s "
+              f"-> {out}")
+        return made
+    deadline = time.time() + 6 * 3600
+    while not (stamp.is_file() and stamp.read_text() == source):
+        if time.time() > deadline:
+            raise TunebookError(f"rank {rank}: rank 0 did not write {out} in time")
+        time.sleep(0.5)
+    records = read_plain_records(out)
+    return BaseAnswers(out, len(general_positions(records)), 0, 0.0)

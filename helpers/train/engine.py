@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path
 
 from helpers.errors import TunebookError
-from helpers.models.generation import answer_batch, with_max_new_tokens
 from helpers.io import (ASSETS, check_writable, disk_full_explained, folder_lock, publish_dir, read_json, read_jsonl,
                         write_json)
 from helpers.train.callbacks import (ChatSamples, CheckpointMarker, LogMilestones, LossLog, complete_checkpoints,
@@ -195,7 +194,8 @@ def _training_data(config: TrainConfig, tokenizer, template: ChatFormat, loaded_
     from helpers.train import data_cache
     data_path, replayed = config.data_path, None
     if config.general_answers == "base":
-        replayed = _base_answers(config, loaded_path, template, config.system, output_dir, rank)
+        from helpers.train.base_answers import for_run
+        replayed = for_run(config, loaded_path, template, config.system, output_dir, rank)
         data_path = str(replayed.path)
     cache_dir = output_dir / "data_cache"
     try:
@@ -296,37 +296,6 @@ def _publish(trainer, tokenizer, record: dict, output_dir: Path, final_dir: Path
         write_record(staging, record)
         publish_dir(staging, final_dir)
         print(f"{'model' if mode == 'full' else 'adapter'} saved to {final_dir}")
-
-
-def _base_answers(config: TrainConfig, loaded_path: Path, template: ChatFormat, system: str, output_dir: Path, rank: int):
-    """The training file with the general records answered by the base model (helpers.train.base_answers), made once per
-    run folder by rank 0 (other ranks wait for it); a resumed run reuses it."""
-    from helpers.train.base_answers import FILE_NAME, BaseAnswers, general_positions, read_plain_records, with_base_answers
-    from helpers.train.data_cache import file_digest
-    out = output_dir / FILE_NAME
-    stamp = output_dir / f"{FILE_NAME}.source"   # digest of the data file it was made from
-    source = file_digest(config.data_path)
-    if rank == 0 and not (out.is_file() and stamp.is_file() and stamp.read_text() == source):
-        from helpers.train.base_answers import MAX_NEW_TOKENS
-        from helpers.models.generation import GREEDY
-        from helpers.models.loading import load_for_inference
-        output_dir.mkdir(parents=True, exist_ok=True)
-        base = load_for_inference(loaded_path, template=template, system=system)
-        sampling = with_max_new_tokens(GREEDY, MAX_NEW_TOKENS)
-        made = with_base_answers(config.data_path, out, lambda questions, systems: answer_batch(
-            base.model, base.tokenizer, template, questions, [s or system for s in systems], sampling))
-        del base
-        stamp.write_text(source)
-        print(f"general_answers: base -- {made.answered} general answers from the base model in {made.seconds:.0f} s "
-              f"-> {out}")
-        return made
-    deadline = time.time() + 6 * 3600
-    while not (stamp.is_file() and stamp.read_text() == source):
-        if time.time() > deadline:
-            raise TunebookError(f"rank {rank}: rank 0 did not write {out} in time")
-        time.sleep(0.5)
-    records = read_plain_records(out)
-    return BaseAnswers(out, len(general_positions(records)), 0, 0.0)
 
 
 def _collate(items, meter: TokenMeter, pad_token_id: int):
