@@ -161,8 +161,7 @@ class Encoder:
         self.stats.conversations += 1
         if self.hf_mode and not conversation.pretrain:
             from helpers.encode.hf_template import encode_with_chat_template
-            ids, labels, special = encode_with_chat_template(self.tokenizer, conversation, self.specials,
-                                                             self.special_ids)
+            ids, labels, special = encode_with_chat_template(self.tokenizer, conversation, self.special_ids)
         else:
             ids, labels, special = self._encode_segments(segments(self.template or _PRETRAIN, conversation))
         if special:
@@ -196,7 +195,7 @@ class Encoder:
         conversation = with_default_system(conversation, self.system)
         if self.hf_mode:
             from helpers.encode.hf_template import prompt_ids_with_chat_template
-            return prompt_ids_with_chat_template(self.tokenizer, conversation, self.specials, self.special_ids)
+            return prompt_ids_with_chat_template(self.tokenizer, conversation, self.special_ids)
         ids, _, _ = self._encode_segments(segments(self.template, conversation, generation=True))
         return ids
 

@@ -42,16 +42,10 @@ def answer_spans(tokenizer, conversation: Conversation) -> tuple[str, list[tuple
     return full, spans
 
 
-def encode_with_chat_template(tokenizer, conversation: Conversation, specials: list[str], controls=frozenset()):
+def encode_with_chat_template(tokenizer, conversation: Conversation, controls=frozenset()):
     """(input_ids, labels, content_had_special_text) under the tokenizer's chat_template."""
     text, spans = answer_spans(tokenizer, conversation)
-    special = _spells_a_control(tokenizer, conversation, specials, controls)
-    if special:
-        # Locate each content string in order and tokenize it as plain characters.
-        encoded = _encode_protecting_contents(tokenizer, text, conversation, controls)
-    else:
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        encoded = list(zip(encoded["input_ids"], encoded["offset_mapping"]))
+    encoded, special = _encode(tokenizer, text, conversation, controls)
     ids, labels = [], []
     for token_id, (start, _end) in encoded:
         trained = any(a <= start < b and keep for a, b, keep in spans)
@@ -60,16 +54,28 @@ def encode_with_chat_template(tokenizer, conversation: Conversation, specials: l
     return ids, labels, special
 
 
-def _spells_a_control(tokenizer, conversation: Conversation, specials: list[str], controls) -> bool:
-    """Whether any message text spells a control token (as itself, or another way the tokenizer maps to one)."""
-    contents = [c for t in conversation.turns for c in (t.input, t.output, t.system) if c]
-    return any(s in c for c in contents for s in specials) or any(
-        controls.intersection(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in contents)
+def prompt_ids_with_chat_template(tokenizer, conversation: Conversation, controls=frozenset()) -> list[int]:
+    """The generation prompt's ids, encoded as training encodes (message text that spells a control token stays
+    plain characters)."""
+    text = _render(tokenizer, conversation_to_messages(conversation, generation=True), generation=True)
+    return [token_id for token_id, _ in _encode(tokenizer, text, conversation, controls, generation=True)[0]]
 
 
-def _encode_protecting_contents(tokenizer, text: str, conversation: Conversation, controls=frozenset(),
-                                generation: bool = False):
-    messages = conversation_to_messages(conversation, generation=generation)
+def _encode(tokenizer, text: str, conversation: Conversation, controls, generation: bool = False):
+    """((id, (start, end)) pairs of `text`, whether a message's text reached a control token). One tokenizer call,
+    exactly the tokenizer's ids, unless a control token lies inside a message's text (spelled as itself, or another
+    way the tokenizer's normalizer maps to one): then each message text is encoded as plain characters."""
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    pairs = list(zip(encoded["input_ids"], encoded["offset_mapping"]))
+    regions = _regions(text, conversation_to_messages(conversation, generation=generation))
+    contents = [(a, b) for a, b, protect in regions if protect]
+    found = any(start < b and end > a for token_id, (start, end) in pairs if token_id in controls
+                for a, b in contents)
+    return (_encode_protecting_contents(tokenizer, text, regions, controls), True) if found else (pairs, False)
+
+
+def _regions(text: str, messages: list[dict]) -> list[tuple[int, int, bool]]:
+    """`text` cut into (start, end, is a message's content) regions, locating each content in order."""
     regions, cursor = [], 0
     for message in messages:
         content = message["content"]
@@ -80,26 +86,18 @@ def _encode_protecting_contents(tokenizer, text: str, conversation: Conversation
         regions.append((at, at + len(content), True))
         cursor = at + len(content)
     regions.append((cursor, len(text), False))
+    return regions
+
+
+def _encode_protecting_contents(tokenizer, text: str, regions: list[tuple[int, int, bool]], controls):
+    from helpers.encode.encoding import plain_text_ids
     out = []
     for start, end, protect in regions:
         if end <= start:
             continue
         if protect:  # a content string: every id in it belongs to its span
-            from helpers.encode.encoding import plain_text_ids
             out += [(token_id, (start, end)) for token_id in plain_text_ids(tokenizer, text[start:end], controls)]
             continue
         enc = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)
         out += [(token_id, (a + start, b + start)) for token_id, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
     return out
-
-
-def prompt_ids_with_chat_template(tokenizer, conversation: Conversation, specials: list[str] = (),
-                                  controls=frozenset()) -> list[int]:
-    """The generation prompt's ids, encoded as training encodes (message text that spells a control token stays
-    plain characters)."""
-    messages = conversation_to_messages(conversation, generation=True)
-    text = _render(tokenizer, messages, generation=True)
-    if not _spells_a_control(tokenizer, conversation, list(specials), controls):
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return [token_id for token_id, _ in _encode_protecting_contents(tokenizer, text, conversation, controls,
-                                                                     generation=True)]
