@@ -266,11 +266,11 @@ def test_batched_greedy_answers_equal_one_at_a_time(session):
 def test_shown_answers_hold_no_control_token_but_keep_spelled_out_text(tiny_tokenizer):
     """A random or half-trained model emits control ids mid-answer; none is shown, the answer ends at the first stop
     token, and text the model wrote as plain characters (`<|im_end|>` spelled out) stays."""
-    from helpers.models.generation import shown_answer, stop_token_ids, stop_words
+    from helpers.models.generation import shown_answer, stop_token_ids, text_stop_words
     tok = tiny_tokenizer
     control = [i for i in tok.all_special_ids if i not in (tok.eos_token_id, tok.pad_token_id)]
     plain = tok("写成<|im_end|>", add_special_tokens=False, split_special_tokens=True)["input_ids"]
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     ids = tok.encode("我是", add_special_tokens=False) + control[:2] + plain + [im_end] + tok.encode("后面")
     stops = set(stop_token_ids("internlm2_chat", tok))
-    assert shown_answer(tok, ids, stops, stop_words("internlm2_chat", tok)) == "我是写成<|im_end|>"
+    assert shown_answer(tok, ids, stops, text_stop_words("internlm2_chat", tok)) == "我是写成<|im_end|>"

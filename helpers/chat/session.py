@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, TextIO
 
 from helpers.encode.chat_format import DEFAULT_TEMPLATE, ChatFormat, chat_format
 from helpers.data.conversation import Turn
-from helpers.models.generation import Sampling, generation_kwargs, prompt_ids, stop_words
+from helpers.models.generation import Sampling, generation_kwargs, prompt_ids, text_stop_words
 
 INPUT_PROMPT = "double enter to end input (EXIT: exit chat, RESET: reset history) >>> "  # xtuner chat's
 
@@ -74,9 +74,7 @@ class ChatSession:
     def stop_words(self) -> list[str]:
         """The stop words to find in streamed text: the multi-token ones (single control tokens stop generation by
         id and are never shown) and the user's extra ones."""
-        text_words = [w for w in stop_words(self.template, self.tokenizer)
-                      if len(self.tokenizer.encode(w, add_special_tokens=False)) > 1]
-        return text_words + [w for w in self.extra_stop_words if w]
+        return text_stop_words(self.template, self.tokenizer) + [w for w in self.extra_stop_words if w]
 
     def prompt_ids(self, question: str) -> list[int]:
         return prompt_ids(self.tokenizer, self.template, self.history, question, self.system)

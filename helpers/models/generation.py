@@ -46,6 +46,12 @@ def stop_token_ids(template: ChatFormat | str, tokenizer) -> list[int]:
     return ids
 
 
+def text_stop_words(template: ChatFormat | str, tokenizer) -> list[str]:
+    """The stop words that are more than one token: matched in the generated text (single-token ones stop
+    generation by id, stop_token_ids, and being control tokens are never shown)."""
+    return [w for w in stop_words(template, tokenizer) if len(tokenizer.encode(w, add_special_tokens=False)) > 1]
+
+
 def cut_at_stop(text: str, words: list[str]) -> str:
     """Text before the first stop word (the stop word itself is never shown)."""
     cut = len(text)
@@ -66,8 +72,7 @@ def generation_kwargs(template: ChatFormat | str, tokenizer, sampling: Sampling)
     kwargs = dict(max_new_tokens=sampling.max_new_tokens, eos_token_id=stop_token_ids(template, tokenizer),
                   pad_token_id=pad_token_id(tokenizer),
                   repetition_penalty=sampling.repetition_penalty, use_cache=True)
-    multi_token = [w for w in stop_words(template, tokenizer)
-                   if len(tokenizer.encode(w, add_special_tokens=False)) > 1]
+    multi_token = text_stop_words(template, tokenizer)
     if multi_token:
         kwargs.update(stop_strings=multi_token, tokenizer=tokenizer)
     if sampling.greedy:
@@ -95,17 +100,17 @@ def answer(model, tokenizer, template: ChatFormat | str, question: str, system: 
         if was_training:
             model.train()
     return shown_answer(tokenizer, output[0, len(ids):].tolist(), set(stop_token_ids(template, tokenizer)),
-                        stop_words(template, tokenizer))
+                        text_stop_words(template, tokenizer))
 
 
-def shown_answer(tokenizer, new_ids: list[int], stops: set[int], words: list[str]) -> str:
-    """What the user sees of generated ids: up to the first stop token, without any control token of the tokenizer
-    (a random or half-trained model emits <reserved_102>-style ids mid-answer), cut at the first stop word.
-    Text the model wrote as plain characters (e.g. the five characters of <|im_end|> spelled out) stays."""
+def shown_answer(tokenizer, new_ids: list[int], stops: set[int], text_words: list[str]) -> str:
+    """What the user sees of generated ids: up to the first stop token (`stops`: stop_token_ids), without any control
+    token of the tokenizer (a random or half-trained model emits <reserved_102>-style ids mid-answer), cut at the
+    first multi-token stop word (`text_words`: text_stop_words). Text the model wrote as plain characters (the
+    characters of <|im_end|> spelled out) stays."""
     end = next((k for k, t in enumerate(new_ids) if t in stops), len(new_ids))  # the rest is stop and padding
     text = tokenizer.decode(new_ids[:end], skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    # single-token stop words were cut above by id; only the multi-token ones are text to look for
-    return cut_at_stop(text, [w for w in words if len(tokenizer.encode(w, add_special_tokens=False)) > 1])
+    return cut_at_stop(text, text_words)
 
 
 def answer_batch(model, tokenizer, template: ChatFormat | str, questions: list[str], systems: list[str] | str = "",
@@ -121,10 +126,11 @@ def answer_batch(model, tokenizer, template: ChatFormat | str, questions: list[s
     systems = [systems] * len(questions) if isinstance(systems, str) else list(systems)
     if len(systems) != len(questions):
         raise ValueError(f"{len(questions)} questions but {len(systems)} system prompts")
-    prompts = [prompt_ids(tokenizer, template, [], q, s) for q, s in zip(questions, systems)]
+    encoder = Encoder(tokenizer, template, max_length=10**9)   # one for the batch (its set-up reads the vocabulary)
+    prompts = [encoder.prompt_ids(Conversation([Turn(q, "", system=s)])) for q, s in zip(questions, systems)]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     kwargs = generation_kwargs(template, tokenizer, sampling)
-    stops, words = set(stop_token_ids(template, tokenizer)), stop_words(template, tokenizer)
+    stops, words = set(stop_token_ids(template, tokenizer)), text_stop_words(template, tokenizer)
     device = next(model.parameters()).device
     answers: list[str] = [""] * len(prompts)
     was_training = model.training
