@@ -285,11 +285,16 @@ def check_writable(folder: str | os.PathLike, setting: str, needed_bytes: int = 
     except OSError as err:
         raise TunebookError(f"{setting}: cannot write into {folder} ({err.strerror or err}); choose a folder you can "
                             f"write to (a read-only mount or another user's folder cannot hold the output)") from None
+    check_room(folder, setting, needed_bytes)
+
+
+def check_room(folder: str | os.PathLike, setting: str, needed_bytes: int) -> None:
+    """Refuse an existing folder whose disk has less than `needed_bytes` free, naming the setting and the fix."""
     free = shutil.disk_usage(folder).free
     if needed_bytes and free < needed_bytes:
         raise TunebookError(f"{setting}: {folder} needs about {needed_bytes / 2**30:.1f} GB, and its disk has "
                             f"{free / 2**30:.1f} GB free; free some space (old runs, ~/.cache) or choose another "
-                            f"disk") from None
+                            f"disk")
 
 
 def is_disk_full(err: BaseException) -> bool:

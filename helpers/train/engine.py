@@ -21,8 +21,8 @@ from functools import partial
 from pathlib import Path
 
 from helpers.errors import TunebookError
-from helpers.io import (ASSETS, check_writable, disk_full_explained, folder_lock, publish_dir, read_json, read_jsonl,
-                        write_json)
+from helpers.io import (ASSETS, check_room, check_writable, disk_full_explained, folder_lock, publish_dir,
+                        read_json, read_jsonl, write_json)
 from helpers.train.callbacks import (ChatSamples, CheckpointMarker, LogMilestones, LossLog, complete_checkpoints,
                                      discard_incomplete, trim_log)
 from helpers.train.live_view import LiveView, TokenMeter
@@ -142,7 +142,7 @@ def _fit(config: TrainConfig, output_dir: Path, final_dir: Path, run_digest: str
                              optim=optim, dtype=dtype, device=device)
     if rank == 0:
         _print_summary(config, record, data, plan, tokenizer)
-        check_writable(output_dir, "output_dir", _checkpoint_bytes(record, config))
+        check_room(output_dir, "output_dir", _checkpoint_bytes(record, config))  # writable was checked in train()
         write_json(output_dir / "run.json", {"digest": run_digest, "settings": config.as_dict()})
     resume = _resume_point(output_dir, rank)
 
@@ -156,7 +156,7 @@ def _fit(config: TrainConfig, output_dir: Path, final_dir: Path, run_digest: str
         with disk_full_explained(output_dir, "saving a checkpoint (the run resumes from the last complete one)"):
             trainer.train(resume_from_checkpoint=resume)
     record["training"].update({"steps": trainer.state.global_step, "epochs": trainer.state.epoch,
-                               "seconds": round(time.time() - started, 1), "final_loss": _last_loss(view),
+                               "seconds": round(time.time() - started, 1), "final_loss": _last_loss(view, output_dir),
                                "resumed_from": resume})
     with disk_full_explained(output_dir, "publishing the result"):
         _publish(trainer, tokenizer, record, output_dir, final_dir, config.mode)
@@ -311,8 +311,12 @@ def _ddp_device_map():
     return "cpu"
 
 
-def _last_loss(view: LiveView):
-    return view.losses[-1][1] if view.losses else None
+def _last_loss(view: LiveView, output_dir: Path):
+    """This process's last logged loss, else the log's (a run published from its finished checkpoint logs none)."""
+    if view.losses:
+        return view.losses[-1][1]
+    logged = read_jsonl(output_dir / "loss.jsonl")
+    return logged[-1]["loss"] if logged else None
 
 
 def _finished(output_dir: Path, final_dir: Path, run_digest: str) -> TrainResult | None:

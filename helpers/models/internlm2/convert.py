@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from helpers.models.checkpoint_shards import convert_shards, weight_files
@@ -185,12 +184,10 @@ def _candidates(model_dir: Path, key: str, cache_dir: Path | None) -> list[Path]
 
 def _room_for(target: Path, needed: int) -> bool:
     """Whether a folder can be created beside `target` (read-only shares, root-squashed NFS) with `needed` bytes."""
-    parent = target.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=".tunebook-probe-", dir=parent))
-        return shutil.disk_usage(parent).free > needed
-    except OSError:
+        check_writable(target.parent, "conversion folder", needed)
+        return True
+    except (TunebookError, OSError):
         return False
 
 
