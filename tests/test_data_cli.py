@@ -164,3 +164,10 @@ def test_templates_list_and_render(tmp_path, run_cli, tiny_model_dir):
                    "completes the request.\n\n<|User|>:请介绍一下你自己\n<|Bot|>:我是小助手</s>\n")
     code, _, err = run_cli("templates", "render", "--template", "nope", "--file", path)
     assert code == 2 and "unknown prompt template 'nope'" in err
+
+
+def test_the_record_size_limit_counts_utf8_bytes_not_characters(tmp_path, run_cli):
+    """6M Chinese characters are 18 MB of UTF-8: over the 16 MB limit, though fewer than 16M characters."""
+    path = write(tmp_path / "d.jsonl", f'{GOOD}\n{{"text": "{"字" * (6 * 2**20)}"}}\n')
+    code, _, err = run_cli("check-data", path)
+    assert code == 2 and f"{path}:2: this record is 18 MB; records over 16 MB are refused" in err

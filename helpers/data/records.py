@@ -100,10 +100,17 @@ class _Unreadable(Exception):
     """One record the JSON reader cannot or must not take; the message says why and what to do."""
 
 
-def _too_big(size: int) -> str:
-    return (f"this record is {size / 2**20:.0f} MB; records over {MAX_RECORD_BYTES // 2**20} MB are refused (a "
-            "tokenizer needs many times that in memory). Split the text into several records (e.g. pretrain "
-            "text into chunks of a few thousand characters)")
+def _check_size(text: str, start: int = 0, end: int | None = None) -> None:
+    """Refuse the record text[start:end] over MAX_RECORD_BYTES of UTF-8 (counted only when its characters could
+    reach that: UTF-8 takes at most 4 bytes a character)."""
+    end = len(text) if end is None else end
+    if (end - start) * 4 <= MAX_RECORD_BYTES:
+        return
+    size = len(text[start:end].encode("utf-8", errors="surrogatepass"))
+    if size > MAX_RECORD_BYTES:
+        raise _Unreadable(f"this record is {size / 2**20:.0f} MB; records over {MAX_RECORD_BYTES // 2**20} MB are "
+                          "refused (a tokenizer needs many times that in memory). Split the text into several records "
+                          "(e.g. pretrain text into chunks of a few thousand characters)")
 
 
 def _decode(decoder: json.JSONDecoder, text: str, pos: int):
@@ -154,8 +161,7 @@ def _jsonl_records(text: str, name: str) -> Iterator[Record | Issue]:
             continue
         where = f"{name}:{number}"
         try:
-            if len(line) > MAX_RECORD_BYTES:
-                raise _Unreadable(_too_big(len(line.encode("utf-8"))))
+            _check_size(line)
             start = len(line) - len(line.lstrip())
             value, end = _decode(decoder, line, start)
             if line[end:].strip():
@@ -202,8 +208,7 @@ def _json_records(text: str, name: str) -> Iterator[Record | Issue]:
         try:
             begin = pos
             value, pos = _decode(decoder, text, pos)
-            if pos - begin > MAX_RECORD_BYTES:
-                raise _Unreadable(_too_big(len(text[begin:pos].encode("utf-8"))))
+            _check_size(text, begin, pos)
         except json.JSONDecodeError as err:
             raise DataFileError(f"{name}:{err.lineno}", f"invalid JSON at column {err.colno}: {err.msg}."
                                                        f"{_json_hint(text, err)}") from None
