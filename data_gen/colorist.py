@@ -11,7 +11,7 @@ import sys
 from helpers.cli import positive_int
 from helpers.data.colorist import (DEFAULT_SYNTHETIC, PROBE_TIMEOUT, SOURCES, load_colorist, split_heldout,
                                    to_conversations, write_colorist)
-from helpers.errors import TunebookError, command
+from helpers.errors import command
 
 
 def _heldout(text: str) -> int | float:
@@ -50,16 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
 @command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        records, source, notes = load_colorist(args.source, path=args.path, limit=args.limit, seed=args.seed,
-                                               n_synthetic=args.n, timeout=args.timeout)
-        for note in notes:
-            print(note)
-        train, heldout = split_heldout(records, args.heldout, seed=args.seed)
-        written = write_colorist(args.out, train, heldout)
-    except TunebookError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    records, source, notes = load_colorist(args.source, path=args.path, limit=args.limit, seed=args.seed,
+                                           n_synthetic=args.n, timeout=args.timeout)
+    for note in notes:
+        print(note)
+    train, heldout = split_heldout(records, args.heldout, seed=args.seed)
+    written = write_colorist(args.out, train, heldout)
     label = " (SYNTHETIC stand-in, not the real Colorist data)" if source == "synthetic" else ""
     print(f"source: {source}{label}")
     print(f"records: {len(records)}  train: {len(train)} -> {written['train']}  held-out: {len(heldout)}"

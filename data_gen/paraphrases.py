@@ -11,11 +11,10 @@ generator's own (persona_table.expect_for) and the score is the same rule. Usage
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from data_gen.persona_table import PersonaFacts, answer_table, claims_for, expect_for
-from helpers.errors import TunebookError, command
+from helpers.errors import command
 from helpers.data.formats import DataFileError, Issue, read_records
 from helpers.io import write_jsonl
 
@@ -61,12 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--author", default=None)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    try:
-        facts = PersonaFacts(name=args.name, assistant_name=args.assistant_name, author=args.author)
-        n = write_jsonl(args.out, paraphrase_heldout(args.file, facts))
-    except TunebookError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    facts = PersonaFacts(name=args.name, assistant_name=args.assistant_name, author=args.author)
+    n = write_jsonl(args.out, paraphrase_heldout(args.file, facts))
     print(f"{n} paraphrase questions -> {args.out}")
     return 0
 

@@ -285,12 +285,7 @@ def format_summary(s: dict, paths: dict[str, str]) -> str:
 
 @command
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return _run(args)
-    except TunebookError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    return _run(_parser().parse_args(argv))   # @command prints a TunebookError in one line, exit 2
 
 
 if __name__ == "__main__":

@@ -328,11 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new", required=True, help="what to put instead, e.g. your name")
     parser.add_argument("--keys", action="store_true", help="also replace inside dict keys (default: keys untouched)")
     args = parser.parse_args(argv)
-    try:
-        report = replace_file(args.input, args.output, args.old, args.new, keys=args.keys)
-    except TunebookError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    report = replace_file(args.input, args.output, args.old, args.new, keys=args.keys)
     keys_note = f", {report.key_hits} in keys" if args.keys and report.key_hits else ""
     print(f"replaced {report.replacements} occurrence(s) of {args.old!r} with {args.new!r}{keys_note} in "
           f"{report.changed_records} of {report.records} records ({report.layout}) -> {args.output}; "

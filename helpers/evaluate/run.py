@@ -249,11 +249,12 @@ def _missing_folder(args) -> str | None:
     return None
 
 
-def _questions(args, record: dict):
-    """(what was read, the questions): persona -> (items, general); colorist -> (descriptions, references, systems)."""
+def _questions(args, record: dict, missing: str | None):
+    """(what was read, the questions): persona -> (items, general); colorist -> (descriptions, references, systems).
+    `missing`: _missing_folder's message, raised first when the held-out file would come from that folder's record."""
     if args.task == "persona":
-        if not args.heldout and _missing_folder(args):
-            raise TunebookError(_missing_folder(args))   # the held-out file would be named by its record
+        if not args.heldout and missing:
+            raise TunebookError(missing)
         heldout = args.heldout or default_heldout(record)
         items, general = persona_inputs(heldout, args.lang, args.limit)
         return (f"held-out identity questions: {len(items)} from {heldout}; general questions: {len(general)} "
@@ -272,12 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.no_progress
     record = _record_of(args.model, args.adapter)
     # Read and check the questions first: a wrong file fails in a second, not after a model load.
-    what, questions = _questions(args, record)
+    missing = _missing_folder(args)
+    what, questions = _questions(args, record, missing)
     if args.task == "persona":
         items, general = questions
     else:
         descriptions, references, systems = questions
-    missing = _missing_folder(args)
     if missing:
         raise TunebookError(missing)
     before_source, note = _before_plan(args, record, bool(args.adapter) or is_adapter_dir(args.model))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,7 +209,7 @@ def load_xtuner(path: str | os.PathLike) -> TrainConfig:
             names[target] = value
         if target in XTUNER_NAMES:
             if value is _UNREADABLE:
-                raise ConfigError(f"{path}:{node.lineno}: {target} = {ast.get_source_segment(text, node.value)!s:.60} "
+                raise ConfigError(f"{path}:{node.lineno}: {ast.get_source_segment(text, node)!s:.70} "
                                   "is not a literal or + - * / // ** over literals and earlier settings; tunebook "
                                   "never runs a config, so write the value itself")
             values[XTUNER_NAMES[target]] = value
@@ -244,8 +245,8 @@ def _name(node) -> str | None:
     return None
 
 
-_ARITHMETIC = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-               ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Pow: lambda a, b: a ** b}
+_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+               ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}
 
 
 def _assignment(node, names: dict):
