@@ -149,6 +149,20 @@ def test_reached_limit_counts_cut_answers(tiny_tokenizer):
     assert reached_limit(tiny_tokenizer, [text, "ok"], n) == 1 and reached_limit(tiny_tokenizer, [text], n + 1) == 0
 
 
+def test_cut_answers_advice_depends_on_whether_the_model_is_the_random_tiny_one(tmp_path, tiny_model_dir):
+    def loaded(base, record=None):
+        return InferenceModel(None, None, "chatml", "", Path(base), None, record or {})
+    real = tmp_path / "real"
+    real.mkdir()
+    assert evaluation._limit_note(0, 5, "answers", 64) == ""
+    assert evaluation._limit_note(2, 5, "answers", 64, tiny=evaluation._is_tiny_base(loaded(real))).endswith(
+        "raise --max-new-tokens")
+    for im in (loaded(tiny_model_dir), loaded(real, {"base_model": {"path": str(tiny_model_dir)}})):  # base; merged
+        note = evaluation._limit_note(2, 5, "answers", 64, tiny=evaluation._is_tiny_base(im))
+        assert note.startswith("note: 2 of 5 answers after training used all 64 new tokens")
+        assert "random-weight tiny test model" in note and "raise --max-new-tokens" not in note
+
+
 def test_default_heldout_comes_from_the_training_record(tmp_path):
     data = tmp_path / "persona.jsonl"
     (tmp_path / "persona.heldout.jsonl").write_text("{}\n")

@@ -80,3 +80,34 @@ def test_work_folder_conventions(monkeypatch, tmp_path):
         "mine/x.heldout.jsonl")
     assert (train_dir_for("persona"), merged_dir_for("persona")) == (tmp_path / "train-persona",
                                                                      tmp_path / "merged-persona")
+
+
+
+def test_a_notebook_missing_its_data_names_the_other_work_folder_that_has_it(tmp_path, monkeypatch, capsys):
+    """JupyterLab's notebooks/work and the main job's runs/<date>/work are separate: 03 says where the other is."""
+    from helpers.notebook import defaults
+    monkeypatch.setattr(notebook, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("TUNEBOOK_WORKDIR", str(tmp_path / "notebooks" / "work"))   # JupyterLab's folder
+    monkeypatch.setenv("TUNEBOOK_SMOKE", "1")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    older, newer = (tmp_path / "runs" / stamp / "work" for stamp in ("20261202-090000", "20261203-101500"))
+    for run in (older, newer):
+        (run / "data").mkdir(parents=True)
+        (run / "data" / "persona.jsonl").write_text("{}\n")
+    assert notebook.elsewhere_note("data/colorist.jsonl") == ""
+    written = defaults.ensure_data("persona", notebook.data_file("persona"))
+    lines = capsys.readouterr().out.splitlines()
+    assert written == tmp_path / "notebooks" / "work" / "data" / "persona.jsonl" and written.is_file()
+    assert lines[-1] == (f"another work folder has one: {newer / 'data' / 'persona.jsonl'} (and 1 more); to use "
+                         f"that run's files, set TUNEBOOK_WORKDIR={newer} before starting Jupyter, or copy the file here")
+
+
+def test_other_work_folders_never_include_the_current_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(notebook, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("TUNEBOOK_WORKDIR", str(tmp_path / "runs" / "1" / "work"))   # the main job's own folder
+    monkeypatch.chdir(tmp_path)
+    for folder in (tmp_path / "notebooks" / "work", tmp_path / "runs" / "1" / "work"):
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / "persona.jsonl").write_text("{}\n")
+    assert notebook.other_workdirs_with("data/persona.jsonl") == [(tmp_path / "notebooks" / "work").resolve()]

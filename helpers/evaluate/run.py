@@ -69,11 +69,20 @@ def reached_limit(tokenizer, answers: Sequence[str], max_new_tokens: int) -> int
     return sum(len(tokenizer.encode(a, add_special_tokens=False)) >= max_new_tokens for a in answers)
 
 
-def _limit_note(count: int, total: int, what: str, max_new_tokens: int) -> str:
+def _limit_note(count: int, total: int, what: str, max_new_tokens: int, tiny: bool = False) -> str:
     if not count:
         return ""
-    return (f"note: {count} of {total} {what} after training used all {max_new_tokens} new tokens and were cut off; "
-            "a fact stated late in a long answer is then missed: raise --max-new-tokens")
+    note = f"note: {count} of {total} {what} after training used all {max_new_tokens} new tokens and were cut off; "
+    if tiny:  # a longer limit only gives a random-weight model more room to ramble
+        return note + ("this is the random-weight tiny test model, which rarely learns to stop: the figures show the "
+                       "pipeline works, not what a real model learns (leave the smoke profile to use SmolLM2)")
+    return note + "a fact stated late in a long answer is then missed: raise --max-new-tokens"
+
+
+def _is_tiny_base(im) -> bool:
+    """Whether the evaluated model is (or was merged from) the random-weight tiny model."""
+    from helpers.models.tiny import is_tiny
+    return is_tiny(im.base_path) or is_tiny(im.record.get("base_model", {}).get("path"))
 
 
 def balanced(items: Sequence, limit: int | None, lang_of=lambda item: item.get("lang", "")) -> list:
@@ -297,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     # only the after model's identity answers (persona) / colour answers matter for being cut short
     scored = after_answers[0] if args.task == "persona" else after_answers
     cut_note = _limit_note(reached_limit(after.tokenizer, scored, args.max_new_tokens), len(scored),
-                           "identity answers" if args.task == "persona" else "answers", args.max_new_tokens)
+                           "identity answers" if args.task == "persona" else "answers", args.max_new_tokens,
+                           tiny=_is_tiny_base(after))
     before_answers = ask(after, True, "before:") if before_source == ADAPTER_OFF else None
     template, system = after.template, after.system
     _free(after)

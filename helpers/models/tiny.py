@@ -106,6 +106,14 @@ def build_model(tokenizer, config: TinyConfig = TinyConfig()):
     return model
 
 
+TINY_MARKER = "tunebook_tiny.json"   # written beside the weights: this folder holds the random-weight test model
+
+
+def is_tiny(path: str | Path | None) -> bool:
+    """Whether `path` is a tiny model folder made here (random weights: its answers mean nothing)."""
+    return path is not None and (Path(path) / TINY_MARKER).is_file()
+
+
 def make_tiny_model(out_dir: str | Path, config: TinyConfig = TinyConfig(), overwrite: bool = False) -> Path:
     """Write tokenizer + model to `out_dir` (atomically) and return the path."""
     out_dir = Path(out_dir)
@@ -114,7 +122,7 @@ def make_tiny_model(out_dir: str | Path, config: TinyConfig = TinyConfig(), over
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "tunebook_tiny.json").write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
+        (tmp / TINY_MARKER).write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
     return out_dir
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 DEFAULT_GPU_MODEL = "internlm2-chat-1_8b"   # the camp's model; InternLM2 is converted to Llama once (no remote code)
 DEFAULT_CPU_MODEL = "smollm2-135m-instruct"  # installs from PyPI; English only (helpers.models.pypi)
+REPO_ROOT = Path(__file__).resolve().parents[2]   # a source checkout: notebooks/ and the main job's runs/ live here
 
 
 def smoke() -> bool:
@@ -32,6 +33,31 @@ def workdir() -> Path:
     path = Path(os.environ.get("TUNEBOOK_WORKDIR") or Path.cwd() / "work")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def other_workdirs_with(relative: str | Path) -> list[Path]:
+    """Other work folders (notebooks/work, the main job's runs/<date>/work, newest first) that hold `relative`.
+
+    JupyterLab and `quickstart.py run` keep separate work folders; a notebook that finds nothing in its own says
+    where the other run's file is instead of silently making a default one."""
+    here = workdir().resolve()
+    runs = sorted((REPO_ROOT / "runs").glob("*/work"), reverse=True)
+    found = []
+    for folder in [REPO_ROOT / "notebooks" / "work", Path.cwd() / "work", *runs]:
+        folder = folder.resolve()
+        if folder != here and folder not in found and (folder / relative).exists():
+            found.append(folder)
+    return found
+
+
+def elsewhere_note(relative: str | Path) -> str:
+    """One line naming the newest other work folder holding `relative`, with how to use it; "" when none."""
+    found = other_workdirs_with(relative)
+    if not found:
+        return ""
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return (f"another work folder has one: {found[0] / relative}{more}; to use that run's files, set "
+            f"TUNEBOOK_WORKDIR={found[0]} before starting Jupyter, or copy the file here")
 
 
 # Where the notebooks keep what they make, one convention for all of them (and for helpers.notebook.defaults).
