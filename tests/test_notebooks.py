@@ -83,3 +83,16 @@ def test_outputs_a_learner_saves_are_not_what_the_stray_output_check_reads(tmp_p
     monkeypatch.setattr(module, "ROOT", tmp_path)
     monkeypatch.setitem(NOTEBOOKS, "x", saved)
     assert stray_outputs(NOTEBOOKS["x"]) and stray_outputs(committed("x")) == []
+
+
+@pytest.mark.slow
+def test_the_main_job_runs_a_notebook_without_kernel_warnings_and_saves_it(tmp_path):
+    """`run-all` as quickstart runs it (a subprocess, the terminal's stderr): the executed notebook is saved and the
+    kernel's own log (ipykernel's 'running over TCP without encryption', once per notebook) stays out of the way."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "helpers", "run-all", "--smoke", "--only", "00_environment",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "00_environment         ok" in done.stdout and (tmp_path / "run" / "00_environment.ipynb").is_file()
+    assert "IPKernelApp" not in done.stderr and "without encryption" not in done.stderr + done.stdout

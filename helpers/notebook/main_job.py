@@ -14,6 +14,7 @@ from helpers.errors import TunebookError
 from helpers.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
+KERNEL_LOG_LEVEL = "ERROR"   # kernel start-up errors still show; its warnings are about this machine's own sockets
 NOTEBOOKS = ["00_environment", "01_persona_data", "02_colorist_dataset", "03_qlora_training", "04_merge_and_chat"]
 
 
@@ -24,8 +25,11 @@ def run_notebook(source: Path, target: Path, env: dict, timeout: int = 1800) -> 
     from nbclient.exceptions import CellExecutionError
 
     notebook = nbformat.read(source, as_version=4)
+    # The kernel's own log (not the notebook's output) would print ipykernel's "running over TCP without encryption"
+    # to the terminal for every notebook; a kernel on this machine, talking to this process, has nothing to act on.
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(source.parent)}})
+                            resources={"metadata": {"path": str(source.parent)}},
+                            extra_arguments=[f"--IPKernelApp.log_level={KERNEL_LOG_LEVEL}"])
     started = time.time()
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits this process's environment
