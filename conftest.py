@@ -3,6 +3,7 @@ import os
 import shutil
 import tempfile
 
+pytest_plugins = ["pytester"]   # tests that run pytest itself (the notebooks' nbval settings)
 _MADE_HERE = []          # temporary folders this session created; removed when it ends (a converted model is 0.5 GB)
 
 
@@ -20,6 +21,18 @@ _session_folder("TUNEBOOK_CACHE", "tunebook-cache-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")             # nothing is downloaded in tests
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+# nbval waits only 5 s for a cell's outputs once the kernel has replied; on a loaded 2-core machine a widget cell's
+# display messages can arrive later than that and fail a cell that worked ("Timeout of 5 seconds exceeded waiting for
+# output"). Execution itself is still bounded by --nbval-cell-timeout.
+NBVAL_OUTPUT_TIMEOUT = 300
+
+
+def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        if hasattr(item, "output_timeout"):   # nbval's IPyNbCell
+            item.output_timeout = max(item.output_timeout, NBVAL_OUTPUT_TIMEOUT)
 
 
 def pytest_sessionfinish(session, exitstatus):

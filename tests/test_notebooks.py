@@ -96,3 +96,17 @@ def test_the_main_job_runs_a_notebook_without_kernel_warnings_and_saves_it(tmp_p
     assert done.returncode == 0, done.stderr[-3000:]
     assert "00_environment         ok" in done.stdout and (tmp_path / "run" / "00_environment.ipynb").is_file()
     assert "IPKernelApp" not in done.stderr and "without encryption" not in done.stderr + done.stdout
+
+
+def test_notebook_cells_wait_minutes_not_seconds_for_their_outputs(pytester):
+    """A busy machine delays a cell's display messages past nbval's own 5 s; the root conftest raises the wait."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tunebook_root_conftest", ROOT / "conftest.py")
+    root_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root_conftest)
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
+    nbformat.write(notebook, pytester.path / "one.ipynb")
+    collected = pytester.inline_run("--collect-only", "--nbval-lax", "one.ipynb", plugins=[root_conftest])
+    items = [call.item for call in collected.getcalls("pytest_itemcollected")]
+    assert [item.output_timeout for item in items] == [root_conftest.NBVAL_OUTPUT_TIMEOUT]
+    assert root_conftest.NBVAL_OUTPUT_TIMEOUT >= 60
