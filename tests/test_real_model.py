@@ -93,3 +93,29 @@ def test_merged_model_answers_in_plain_transformers_with_its_saved_template(trai
     answers = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     right = sum(not answer_problems(a, r["expect"]) for a, r in zip(answers, records))
     assert right / len(records) >= 0.8, f"{right} of {len(records)}: {answers[:3]}"
+
+
+def test_the_merged_persona_as_gguf_answers_like_the_folder_and_names_the_owner(trained, run_cli):
+    """What a learner takes to llama.cpp / Ollama: the GGUF of the merged SmolLM2 persona, read back by transformers,
+    gives the training prompt token for token and names the owner on held-out paraphrases; in f32 its greedy answers
+    are the folder's (f16 rounding can tip a near tie a few tokens into an answer)."""
+    from helpers.evaluate.persona import answer_problems
+    from helpers.models.loading import load_for_inference
+    from helpers.share.export import check_gguf
+    merged = trained["work"] / "merged"
+    if not (merged / "tunebook.json").is_file():   # this test run alone: merge as the previous test does
+        from helpers.merge.merging import merge
+        merge(trained["result"].record["base_model"]["path"], trained["result"].adapter_dir, merged, progress=None)
+    source = load_for_inference(merged, dtype="float32")
+    records = [json.loads(line) for line in trained["paraphrases"].read_text().splitlines()][:4]
+    for kind in ("f32", "f16"):
+        out = trained["work"] / "gguf" / f"persona-{kind}.gguf"
+        code, printed, err = run_cli("export", "gguf", merged, out, "--type", kind, "--no-verify")
+        assert code == 0, err
+        for r in records:
+            check = check_gguf(source, out, question=r["conversation"][0]["input"], max_new_tokens=48)
+            assert check.same_prompt, check.first_difference
+            assert not answer_problems(check.gguf_answer, r["expect"]), check.gguf_answer
+            if kind == "f32":   # f16 rounding may tip a near tie some tokens into an answer; f32 is the folder
+                assert check.same_answer, (check.source_answer, check.gguf_answer)
+        print(f"SmolLM2 persona {kind} GGUF: max logit difference {check.max_logit_diff:.4f}")

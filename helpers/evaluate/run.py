@@ -27,6 +27,7 @@ from helpers.errors import TunebookError
 from helpers.models.generation import GREEDY, answer_batch, with_max_new_tokens
 from helpers.io import write_jsonl
 from helpers.evaluate.persona import PersonaReport, persona_report
+from helpers.evaluate.results import evaluation_record, save_evaluation
 
 PERSONA_MAX_NEW_TOKENS = 64    # a persona sentence fits; a 复读机 shows in the first sentence anyway
 COLORIST_MAX_NEW_TOKENS = 16   # '#rrggbb' plus a little room for chatter around it
@@ -318,17 +319,27 @@ def main(argv: list[str] | None = None) -> int:
     label = "" if before_source is None else note
     if args.task == "persona":
         report = persona_report(items, general, after_answers, before_answers, args.marker, label)
-        print(report.table())
-        _print_examples(report)
     else:
         report = colorist_report(descriptions, references, after_answers, before_answers, label)
-        print(report.table())
+    _save_table(args, record, report)
+    print(report.table())
+    if args.task == "persona":
+        _print_examples(report)
     if cut_note:
         print(cut_note)
     if args.out:
         write_jsonl(args.out, report.records())
         print(f"answers: {args.out}")
     return 0
+
+
+def _save_table(args, record: dict, report) -> None:
+    """evaluation.json beside the evaluated folder (a hub id has none here), for `upload`'s model card."""
+    folder = Path(args.adapter or args.model)
+    if folder.is_dir():
+        saved = save_evaluation(folder, evaluation_record(args.task, report, args.heldout or default_heldout(record)))
+        if saved:
+            print(f"evaluation table: {saved}")
 
 
 def _short(text: str, width: int = 70) -> str:

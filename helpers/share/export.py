@@ -34,17 +34,13 @@ def check_gguf(source, gguf_path: Path, question: str = CHECK_QUESTION, max_new_
     of the exported folder, float32) on one question."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
     from helpers.models.generation import GREEDY, answer, prompt_ids, with_max_new_tokens
+    from helpers.models.pypi import quiet_gguf_loading
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()   # the GGUF loader's conversion notes
-    try:
+    with quiet_gguf_loading():
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         net = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
                                                    dtype=torch.float32).eval()
-    finally:
-        hf_logging.set_verbosity(verbosity)
     messages = ([{"role": "system", "content": source.system}] if source.system else []) + \
         [{"role": "user", "content": question}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -125,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     gguf.add_argument("model", type=Path, help="a merged model folder (python -m helpers merge), Llama or InternLM2")
     gguf.add_argument("out", type=Path, help="the file to write, ending in .gguf")
     gguf.add_argument("--type", choices=TYPES, default="f16",
-                      help="f16 (default), bf16, or q8_0; for q4_k_m run llama.cpp's llama-quantize on the f16 file")
+                      help="f16 (default), bf16, q8_0, or f32 (exact, twice the size); for q4_k_m run llama.cpp's "
+                           "llama-quantize on the f16 file")
     gguf.add_argument("--no-verify", dest="verify", action="store_false",
                       help="skip reading the file back with transformers (large models on small machines)")
     args = parser.parse_args(argv)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from helpers.errors import TunebookError
 
-TYPES = ("f16", "bf16", "q8_0")   # what llama.cpp's converter writes too; q4_k_m comes from llama-quantize (README)
+# What llama.cpp's converter writes too (f32: exact, twice f16's size); q4_k_m comes from llama-quantize (README)
+TYPES = ("f16", "bf16", "q8_0", "f32")
 ARCHITECTURES = {"llama": "LLAMA"}  # model_type -> gguf.MODEL_ARCH name (Mistral/Qwen need their own key sets)
 
 
@@ -91,7 +92,7 @@ def _encoded(array, kind: str):
 def _file_type(kind: str):
     from gguf import LlamaFileType
     return {"f16": LlamaFileType.MOSTLY_F16, "bf16": LlamaFileType.MOSTLY_BF16,
-            "q8_0": LlamaFileType.MOSTLY_Q8_0}[kind]
+            "q8_0": LlamaFileType.MOSTLY_Q8_0, "f32": LlamaFileType.ALL_F32}[kind]
 
 
 def _pre_tokenizer(tokenizer_json: dict, folder: Path) -> str:
@@ -240,11 +241,11 @@ def export_gguf(model: str | os.PathLike, out: str | os.PathLike, kind: str = "f
 
 
 def _size(folder: Path, kind: str) -> int:
-    """Bytes the file will need, roughly: the weights at 2 bytes (f16/bf16) or ~1.06 (q8_0) per float32 value."""
+    """Bytes the file will need, roughly: per weight 4 (f32), 2 (f16/bf16) or ~1.07 (q8_0) bytes."""
     total = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
     dtype = (json.loads((folder / "config.json").read_text()).get("dtype") or "float32")
     per_value = 4 if "32" in str(dtype) else 2
-    return int(total / per_value * (2 if kind != "q8_0" else 1.07))
+    return int(total / per_value * {"f32": 4, "q8_0": 1.07}.get(kind, 2))
 
 
 def _add_model_keys(writer, config: dict, record: dict, model: Path, kind: str) -> None:

@@ -67,6 +67,9 @@ class TrainConfig:
                                                                   "Please tell me five scenic spots in Shanghai"])
     evaluation_max_new_tokens: int = 600   # XTuner's EvaluateChatHook length
     logging_steps: int = 10
+    report_to: str = "none"                # none | tensorboard | swanlab | trackio | wandb: the Trainer's logs also go
+                                           # to that dashboard, its files under <output_dir>/logs (none: no extra
+                                           # package; loss.jsonl and the live view are always there)
     seed: int = 0
     output_dir: str = "work/train"
     deepspeed: str | None = None           # None | zero2 | zero3 | path to a DeepSpeed JSON
@@ -76,6 +79,8 @@ class TrainConfig:
         """Every setting's type and range (helpers.train.config_rules), then what the machine must have: run
         before anything heavy is loaded."""
         check_all(self)
+        from helpers.train.dashboards import require_dashboard
+        require_dashboard(self.report_to)
         if self.mode == "qlora":
             from helpers.models.loading import require_bitsandbytes
             try:

@@ -104,7 +104,18 @@ def positive_or(special):
 
 
 def one_of(*choices):
-    return lambda v: None if v in choices else f"one of {', '.join(map(str, choices))}"
+    """What the value must be; a mistyped one also gets the closest choice (tensorbord: did you mean tensorboard?)."""
+    names = ", ".join(map(str, choices))
+
+    def check(v):
+        if v in choices:
+            return None
+        import difflib
+        close = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1, cutoff=0.6)
+        if not close:
+            return f"one of {names}"
+        return _Explained(f"must be one of {names}, got {_shown(v)}; did you mean {close[0]}?")
+    return check
 
 
 def non_empty(v):
@@ -136,6 +147,11 @@ def _modes(v):
     return None if v in MODES else f"one of {', '.join(MODES)}"
 
 
+def _dashboards(v):
+    from helpers.train.dashboards import CHOICES
+    return one_of(*CHOICES)(v)
+
+
 def _template(v):
     from helpers.encode.chat_format import check_name
     try:
@@ -164,7 +180,7 @@ RULES: dict[str, tuple[Callable, Callable | None]] = {
     "evaluation_freq": (_whole, positive), "evaluation_inputs": (_texts, None),
     "evaluation_max_new_tokens": (_whole, positive), "logging_steps": (_whole, positive),
     "seed": (_whole, at_least(0)), "output_dir": (_text, non_empty), "deepspeed": (_optional(_text), None),
-    "dataloader_num_workers": (_whole, at_least(0)),
+    "dataloader_num_workers": (_whole, at_least(0)), "report_to": (_text, _dashboards),
 }
 
 

@@ -6,6 +6,7 @@ Layout of an output_dir:
     adapter/             the final adapter, its tokenizer (training template as chat_template), tunebook.json
     chat_samples.jsonl   in-training answers to evaluation_inputs (before, every evaluation_freq, at checkpoints, after)
     loss.jsonl           the logged loss / learning rate
+    logs/                the dashboard's files when report_to is set (TensorBoard events, SwanLab / Trackio / wandb)
     run.json             the settings of this run (a rerun with the same output_dir resumes only if they match)
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from helpers.models.record import training_record, write_record
 from helpers.encode.chat_format import ChatFormat
 from helpers.encode.encoding import pad_token_id
 from helpers.train.config import ConfigError, TrainConfig, config_digest
+from helpers.train.dashboards import dashboard_logs
 
 # Settings that change what is trained; a rerun may resume only if these match.
 # transformers 5 deprecates `is_gradient_checkpointing` and warns each time its own Trainer and PEFT ask it: a pink
@@ -96,7 +98,7 @@ def training_arguments(config: TrainConfig, device: str, dtype, optim: str):
         use_cpu=device == "cpu", logging_steps=config.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=config.save_steps,
         save_total_limit=None if config.save_total_limit < 0 else config.save_total_limit,
-        train_sampling_strategy="sequential", remove_unused_columns=False, report_to="none", disable_tqdm=True,
+        train_sampling_strategy="sequential", remove_unused_columns=False, report_to=config.report_to, disable_tqdm=True,
         dataloader_num_workers=config.dataloader_num_workers, ddp_find_unused_parameters=False,
         deepspeed=deepspeed)
 
@@ -148,13 +150,14 @@ def _fit(config: TrainConfig, output_dir: Path, final_dir: Path, run_digest: str
 
     meter, store = meter or TokenMeter(), []
     view = LiveView(meter, store, notebook=notebook)
-    trainer = _trainer(config, model, tokenizer, template, data_cache.dataset(data.samples, plan, config.seed),
-                       training_arguments(config, device, dtype, optim), run_digest, meter, store,
-                       [view, *(callbacks or [])], world_size)
-    started = time.time()
-    if not _finished_checkpoint(trainer, resume):
-        with disk_full_explained(output_dir, "saving a checkpoint (the run resumes from the last complete one)"):
-            trainer.train(resume_from_checkpoint=resume)
+    with dashboard_logs(config.report_to, output_dir):  # report_to's integration logs into <output_dir>/logs
+        trainer = _trainer(config, model, tokenizer, template, data_cache.dataset(data.samples, plan, config.seed),
+                           training_arguments(config, device, dtype, optim), run_digest, meter, store,
+                           [view, *(callbacks or [])], world_size)
+        started = time.time()
+        if not _finished_checkpoint(trainer, resume):
+            with disk_full_explained(output_dir, "saving a checkpoint (the run resumes from the last complete one)"):
+                trainer.train(resume_from_checkpoint=resume)
     record["training"].update({"steps": trainer.state.global_step, "epochs": trainer.state.epoch,
                                "seconds": round(time.time() - started, 1), "final_loss": _last_loss(view, output_dir),
                                "resumed_from": resume})
