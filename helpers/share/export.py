@@ -13,7 +13,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.errors import TunebookError
 
 CHECK_QUESTION = "Who are you?"
 CHECK_TOKENS = 24

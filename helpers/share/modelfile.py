@@ -72,7 +72,7 @@ def _block(value: str, what: str) -> str:
 def modelfile(gguf_name: str, fmt, stop_words: list[str], system: str, bos_token: str | None,
               eos_token: str | None, temperature: float = 0.1, top_p: float = 0.75, top_k: int = 40) -> str:
     """The Modelfile text: FROM the GGUF beside it, TEMPLATE, a stop line per stop word, sampling as tunebook's chat."""
-    lines = [f"# written by tunebook: ollama create NAME -f Modelfile, then ollama run NAME",
+    lines = ["# written by tunebook: ollama create NAME -f Modelfile, then ollama run NAME",
              f"FROM ./{gguf_name}",
              f"TEMPLATE {_block(go_template(fmt, bos_token, eos_token), 'the template')}"]
     for word in dict.fromkeys(w for w in stop_words if w):
