@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
         code = subprocess.run([str(python), "-m", "helpers", "run-all"], cwd=ROOT, env=env).returncode
         say(f"all done in {time.time() - started:.0f} s (set-up included)")
         return code
-    ensure_packages(python, "test,browser" if argv[0] == "browser" else "test,deepspeed")
+    ensure_packages(python, "test,browser,demo" if argv[0] == "browser" else "test,deepspeed")
     if argv[0] == "browser":
         say("checking for Chromium (installed with apt when missing and running as root)")
         setup = subprocess.run([str(python), "tests/browser_setup.py"], cwd=ROOT, env=env)

@@ -18,9 +18,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("helpers.models.internlm2.convert:main", "convert InternLM2 <-> Llama checkpoints (no remote code)"),
     "bench": ("helpers.bench:main", "benchmarks: train (vs the tutorials' recipe), merge, internlm2, persona (CPU recipe)"),
     "merge": ("helpers.merge.merging:main", "merge a (Q)LoRA adapter into its full-precision base model (checked, sharded)"),
+    "export": ("helpers.share.export:main", "export a merged model: GGUF for llama.cpp + an Ollama Modelfile (stop words)"),
     "chat": ("helpers.chat.session:main", "chat in the terminal with the training template (XTuner chat keys: RESET, EXIT)"),
+    "demo": ("helpers.chat.demo:main", "chat in a web page (streamlit): streaming, sampling sliders, base vs tuned"),
     "run-all": ("helpers.notebook.main_job:main", "the main job: run the notebooks end to end (README quick start)"),
     "evaluate": ("helpers.evaluate.run:main", "before vs after: persona identity + 复读机 rate, or Colorist ΔE00"),
+    "upload": ("helpers.share.upload:main", "upload an adapter or merged model with its generated model card (HF / ModelScope)"),
     "env": ("helpers.env.report:main", "check Python, packages, GPU/CUDA, bitsandbytes, disk and model sources"),
 }
 
