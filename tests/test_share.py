@@ -234,6 +234,17 @@ def test_the_merged_card_evaluated_and_not_is_exactly_this():
         evaluated, NOT_EVALUATED)
 
 
+def test_a_base_converted_from_pypi_is_named_by_its_hub_id(tmp_path):
+    """The record of a SmolLM2 run names its base by the cache path; the card names the hub model it came from."""
+    from helpers.share.card import base_model_id
+    cache = tmp_path / "models" / "smollm2-135m-instruct"
+    cache.mkdir(parents=True)
+    record = {"base_model": {"name": str(cache), "path": str(cache)}}
+    assert base_model_id(record) is None                                      # a local folder: no hub id
+    (cache / "tunebook_source.json").write_text(json.dumps({"name": "smollm2-135m-instruct"}))
+    assert base_model_id(record) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
 def test_the_cards_front_matter_is_yaml_the_hub_reads():
     front = yaml.safe_load(MERGED_CARD.split("---\n")[1])
     assert front == {"base_model": "internlm/internlm2-chat-1_8b", "library_name": "transformers",

@@ -35,6 +35,7 @@ def base_model_id(record: dict, hub: str = "hf") -> str | None:
     """The base model's id on `hub` (hf | modelscope); None for a local folder no hub knows."""
     from helpers.models.find import KNOWN_MODELS
     name = str((record.get("base_model") or {}).get("name") or "")
+    name = _pypi_name((record.get("base_model") or {}).get("path")) or name
     if name in KNOWN_MODELS:
         return KNOWN_MODELS[name][0 if hub == "hf" else 1]
     if name in PYPI_HUB_IDS:
@@ -42,6 +43,19 @@ def base_model_id(record: dict, hub: str = "hf") -> str | None:
     if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) and not Path(name).exists():
         return name
     return None
+
+
+def _pypi_name(path: str | None) -> str | None:
+    """The PyPI model a base folder was converted from (its tunebook_source.json): a path in the record such as
+    ~/.cache/tunebook/models/smollm2-135m-instruct is SmolLM2-135M-Instruct on the hub."""
+    from helpers.models.pypi import MARKER
+    marker = Path(path) / MARKER if path else None
+    if marker is None or not marker.is_file():
+        return None
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("name")
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def model_card(record: dict, evaluation: dict | None, repo: str, adapter: bool, hub: str = "hf") -> str:
