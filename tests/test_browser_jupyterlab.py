@@ -117,7 +117,12 @@ def _stop(proc: subprocess.Popen, url: str, token: str) -> None:
             _api(url, token, "/api/shutdown", method="POST")
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
-    for sig, wait_s in ((signal.SIGTERM, 3), (signal.SIGKILL, 3)):
+    kill_group(proc, 3)
+
+
+def kill_group(proc: subprocess.Popen, wait_s: float) -> None:
+    """SIGTERM, then SIGKILL, to the process group `proc` leads (started with start_new_session=True)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:

@@ -9,7 +9,6 @@ import importlib.util
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _persona_adapter import train_persona_adapter  # noqa: E402
 from browser_setup import CHROMIUM, missing  # noqa: E402
-from test_browser_jupyterlab import CHROMIUM_ARGS, Deadline, _free_port  # noqa: E402
+from test_browser_jupyterlab import CHROMIUM_ARGS, Deadline, _free_port, kill_group  # noqa: E402
 
 from helpers.chat import demo  # noqa: E402
 
@@ -159,13 +158,7 @@ def _health(url: str) -> bool:
 
 def _stop(proc: subprocess.Popen) -> None:
     """The launcher and streamlit share a process group of their own: end it whatever happened."""
-    for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(wait_s)
+    kill_group(proc, 5)
 
 
 @pytest.fixture(scope="module")
