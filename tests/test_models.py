@@ -152,3 +152,16 @@ def test_a_mistyped_local_path_is_one_line_with_the_closest_sibling(tiny_model_d
         code, _, err = run_cli(*command)
         assert code == 2 and err.strip().splitlines() == [f"error: {typo}: no such folder; did you mean "
                                                           f"{tiny_model_dir}?"], err
+
+
+def test_only_the_is_gradient_checkpointing_deprecation_is_silenced_where_models_are_built():
+    """Training, chat, the demo and evaluate all import helpers.models.loading; transformers' deprecation of
+    is_gradient_checkpointing (asked by its Trainer and by PEFT) is hidden there, any other FutureWarning is not."""
+    import subprocess
+    import sys
+    code = ("import warnings, helpers.models.loading\n"
+            "warnings.warn('`is_gradient_checkpointing` is deprecated and will be removed in v6.', FutureWarning)\n"
+            "warnings.warn('something else is deprecated', FutureWarning)\n")
+    done = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1 and "FutureWarning: something else is deprecated" in done.stderr
+    assert "is_gradient_checkpointing" not in done.stderr

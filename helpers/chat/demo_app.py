@@ -25,8 +25,6 @@ TITLES = {"base": "基座模型 base (adapter off)", "tuned": "微调后 tuned"}
 @st.cache_resource(show_spinner="loading the model (once per server) ...")
 def shared_model(model: str, adapter: str | None, bits: int | None, system: str | None):
     """The loaded model as a ChatSession to copy, and the lock that lets one answer be generated at a time."""
-    import warnings
-    warnings.filterwarnings("ignore", category=FutureWarning)  # peft calls a deprecated transformers property
     return load_chat(model, adapter, bits, system=system), threading.Lock()
 
 
@@ -40,11 +38,19 @@ def tab_state(shared: ChatSession):
     return state
 
 
+def sessions(state) -> list[ChatSession]:
+    """This tab's sessions: tuned, and base when there is an adapter."""
+    return [s for s in (state.tuned, state.base) if s is not None]
+
+
+def caption(title: str, seconds: float, side: bool) -> str:
+    return f"{TITLES[title]} · {seconds:.1f} s" if side else f"{seconds:.1f} s"
+
+
 def reset_tab() -> None:
     state = st.session_state
-    for session in (state.tuned, state.base):
-        if session is not None:
-            session.reset()
+    for session in sessions(state):
+        session.reset()
     state.seconds.clear()
 
 
@@ -65,9 +71,8 @@ def settings(shared: ChatSession, state) -> bool:
         st.button("清空 reset", on_click=reset_tab, help="clear the conversation history")
         st.caption(describe(shared))
     sampling = Sampling(temperature, top_p, top_k, defaults.repetition_penalty, max_new_tokens)
-    for session in (state.tuned, state.base):
-        if session is not None:
-            session.system, session.sampling = system, sampling
+    for session in sessions(state):
+        session.system, session.sampling = system, sampling
     return side
 
 
@@ -92,7 +97,7 @@ def show_history(state, side: bool) -> None:
         for (title, session, place), took in zip(columns(state, side), seconds):
             with place, st.chat_message("assistant"):
                 st.markdown(session.history[turn].output)
-                st.caption(f"{TITLES[title]} · {took:.1f} s" if side else f"{took:.1f} s")
+                st.caption(caption(title, took, side))
 
 
 def answer(question: str, state, side: bool, lock: threading.Lock) -> None:
@@ -107,11 +112,10 @@ def answer(question: str, state, side: bool, lock: threading.Lock) -> None:
                 with lock:
                     st.write_stream(session.stream(question))
                 took.append(time.monotonic() - started)
-                st.caption(f"{TITLES[title]} · {took[-1]:.1f} s" if side else f"{took[-1]:.1f} s")
+                st.caption(caption(title, took[-1], side))
     except BaseException:   # an error, or a rerun that cut the stream: no half turn, the columns stay aligned
-        for session in (state.tuned, state.base):
-            if session is not None:
-                del session.history[turns:]
+        for session in sessions(state):
+            del session.history[turns:]
         raise
     state.seconds.append(took)
 

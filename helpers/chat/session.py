@@ -263,12 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (xtuner chat's default 0)")
     parser.add_argument("--show-prompt", action="store_true", help="print each prompt as the model sees it")
     args = parser.parse_args(argv)
-    import warnings
 
     from transformers import set_seed
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # keep the terminal for the conversation
-    warnings.filterwarnings("ignore", category=FutureWarning)  # peft calls a deprecated transformers property
     set_seed(args.seed)
     sampling = Sampling(args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.max_new_tokens)
     session = load_chat(args.model, args.adapter, args.bits, args.dtype, args.template, args.system,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,11 @@ from helpers.encode.chat_format import ChatFormat
 from helpers.models.find import resolve_model, resolve_template
 
 MODES = ("qlora", "lora", "full")
+
+# transformers 5 deprecates `is_gradient_checkpointing` and warns each time its own Trainer and PEFT ask it (training,
+# and PeftModel.from_pretrained in chat / demo / evaluate): a pink box in every notebook and a line in every chat that
+# nobody but those libraries can act on. Every path that builds a model imports this module.
+warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
 
 # ---------------------------------------------------------------- dtypes and devices
 

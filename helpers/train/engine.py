@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,9 +34,6 @@ from helpers.train.config import ConfigError, TrainConfig, config_digest
 from helpers.train.dashboards import dashboard_logs
 
 # Settings that change what is trained; a rerun may resume only if these match.
-# transformers 5 deprecates `is_gradient_checkpointing` and warns each time its own Trainer and PEFT ask it: a pink
-# box in every training notebook that nobody but those libraries can act on.
-warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
 
 RESUME_KEYS = ("model", "mode", "dtype", "data_path", "data_format", "template", "system", "max_length", "pack",
                "batching", "batch_size", "accumulative_counts", "max_epochs", "max_steps", "lr", "betas",
