@@ -64,7 +64,6 @@ def _first_difference(ids: list[int], other: list[int], tokenizer, other_tokeniz
 
 
 def export(model: Path, out: Path, kind: str, verify: bool = True) -> int:
-    from helpers.encode.chat_format import chat_format
     from helpers.models.generation import stop_words
     from helpers.models.loading import load_for_inference
     from helpers.share.gguf_export import export_gguf
@@ -75,16 +74,15 @@ def export(model: Path, out: Path, kind: str, verify: bool = True) -> int:
     written = export_gguf(model, out, kind)
     size = out.stat().st_size
     print(f"wrote {out} ({size / 2**20:.1f} MB, {written.tensors} tensors, {kind}; EOS {written.eos_token})")
-    source = load_for_inference(model, dtype="float32") if verify else None
-    fmt, system, tokenizer = _format_of(model, source)
-    text = modelfile(out.name, chat_format(fmt), stop_words(fmt, tokenizer), system, tokenizer.bos_token,
+    fmt, tokenizer = written.format, written.tokenizer
+    text = modelfile(out.name, fmt, stop_words(fmt, tokenizer), written.system, tokenizer.bos_token,
                      tokenizer.eos_token)
     target = out.parent / "Modelfile"
     target.write_text(text, encoding="utf-8")
     print(f"wrote {target}: ollama create my-model -f {target} && ollama run my-model")
     if not verify:
         return 0
-    check = check_gguf(source, out)
+    check = check_gguf(load_for_inference(model, dtype="float32"), out)
     print(f"check with transformers (gguf_file=): prompt tokens {'same' if check.same_prompt else 'DIFFERENT'}, "
           f"greedy answer {'same' if check.same_answer else 'different'}, max logit difference "
           f"{check.max_logit_diff:.4f}")
@@ -96,19 +94,6 @@ def export(model: Path, out: Path, kind: str, verify: bool = True) -> int:
         print(f"warning: the GGUF's own tokenizer + template part from the training prompt at {check.first_difference}"
               "; llama.cpp tokenizes this way too (its own InternLM2 conversion does the same)")
     return 0
-
-
-def _format_of(model: Path, loaded):
-    """(format, system prompt, tokenizer) the model chats with: its training record, else its own template."""
-    if loaded is not None:
-        return loaded.template, loaded.system, loaded.tokenizer
-    from transformers import AutoTokenizer
-    from helpers.models.find import resolve_template
-    from helpers.models.loading import prepare_checkpoint
-    from helpers.models.record import read_record, trained_format
-    folder = prepare_checkpoint(model)
-    fmt, system = trained_format(read_record(model))
-    return fmt or resolve_template("auto", folder), system, AutoTokenizer.from_pretrained(str(folder))
 
 
 def main(argv: list[str] | None = None) -> int:

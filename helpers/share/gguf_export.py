@@ -28,12 +28,15 @@ class Exported:
     path: Path
     tensors: int
     type: str
-    eos_token: str
+    eos_token: str          # the token generation stops at (the template's stop word)
     chat_template: str
+    format: object          # the ChatFormat and system prompt the model was trained with, and its tokenizer:
+    system: str             # what the Ollama Modelfile is built from
+    tokenizer: object
 
 
-def _source_folder(model: Path) -> Path:
-    """The Llama-layout folder to read: refuse adapters and architectures the writer cannot map, by name."""
+def _source_folder(model: Path) -> tuple[Path, dict]:
+    """The Llama-layout folder to read and its config: refuse adapters and architectures the writer cannot map."""
     from helpers.io import read_json
     from helpers.models.loading import is_adapter_dir, prepare_checkpoint
     if not model.is_dir():
@@ -52,7 +55,7 @@ def _source_folder(model: Path) -> Path:
     if rope.get("rope_type", rope.get("type", "default")) not in ("default", "dynamic", None):
         raise TunebookError(f"{model}: rope scaling {rope.get('rope_type') or rope.get('type')!r} is not exported "
                             "here; use llama.cpp's convert_hf_to_gguf.py")
-    return folder
+    return folder, config
 
 
 def _rotary_rows_interleaved(weight, heads: int):
@@ -183,7 +186,7 @@ def export_gguf(model: str | os.PathLike, out: str | os.PathLike, kind: str = "f
     """Write `model` (a merged or plain Llama-layout folder) to `out` atomically; returns what was written."""
     import gguf
     from transformers import AutoTokenizer
-    from helpers.io import check_writable, read_json
+    from helpers.io import check_writable
     from helpers.models.find import resolve_template
     from helpers.models.record import read_record, trained_format
 
@@ -192,15 +195,14 @@ def export_gguf(model: str | os.PathLike, out: str | os.PathLike, kind: str = "f
     model, out = Path(model), Path(out)
     if out.suffix != ".gguf":
         raise TunebookError(f"{out}: the output is one file ending in .gguf (e.g. {out.name or 'model'}.gguf)")
-    folder = _source_folder(model)
-    config = read_json(folder / "config.json", "model config", "export a merged tunebook folder")
+    folder, config = _source_folder(model)
     record = read_record(model) or {}
     fmt, system = trained_format(record)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     fmt = fmt or resolve_template("auto", folder)
     chat_template = fmt.jinja(tokenizer)
     eos_token = stop_token(fmt, tokenizer)
-    check_writable(out.parent, "the output file", _size(folder, kind))
+    check_writable(out.parent, "the output file", _size(folder, config, kind))
 
     arch = getattr(gguf.MODEL_ARCH, ARCHITECTURES[config["model_type"]])
     layers = config["num_hidden_layers"]
@@ -237,13 +239,13 @@ def export_gguf(model: str | os.PathLike, out: str | os.PathLike, kind: str = "f
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
-    return Exported(out, count, kind, eos_token, chat_template)
+    return Exported(out, count, kind, eos_token, chat_template, fmt, system, tokenizer)
 
 
-def _size(folder: Path, kind: str) -> int:
+def _size(folder: Path, config: dict, kind: str) -> int:
     """Bytes the file will need, roughly: per weight 4 (f32), 2 (f16/bf16) or ~1.07 (q8_0) bytes."""
     total = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
-    dtype = (json.loads((folder / "config.json").read_text()).get("dtype") or "float32")
+    dtype = config.get("dtype") or "float32"
     per_value = 4 if "32" in str(dtype) else 2
     return int(total / per_value * {"f32": 4, "q8_0": 1.07}.get(kind, 2))
 
