@@ -275,11 +275,15 @@ def test_persona_notebook_runs_and_its_form_works_in_jupyterlab(sync_playwright,
                 name = panel.get_by_label("你的名字", exact=True)
                 old_name = name.input_value()
                 name.fill("测试员小王")
+                name.press("Tab")                          # text fields send their value on change too
                 persona_n = panel.get_by_label("自我认知条数", exact=True)
-                persona_n.fill("40")
+                # a count unlike the one shown, so the summary below can only come from this click (with the
+                # profile's own count the first run's summary matched at once and the old file was read)
+                new_n = int(persona_n.input_value()) + 7
+                persona_n.fill(str(new_n))
                 persona_n.press("Tab")                     # IntText sends its value on change, not per key
                 button.click(timeout=deadline.ms(10))
-                expect(summary).to_contain_text("persona records: 40 ", timeout=deadline.ms(30))
+                expect(summary).to_contain_text(f"persona records: {new_n} ", timeout=deadline.ms(30))
                 shown = summary.text_content()
                 records = _read_records(persona_path)
                 assert f"persona set: {len(records)} records -> {persona_path}" in shown, shown

@@ -111,3 +111,24 @@ def test_other_work_folders_never_include_the_current_one(tmp_path, monkeypatch)
         (folder / "data").mkdir(parents=True)
         (folder / "data" / "persona.jsonl").write_text("{}\n")
     assert notebook.other_workdirs_with("data/persona.jsonl") == [(tmp_path / "notebooks" / "work").resolve()]
+
+
+def test_form_runs_the_action_with_current_values_and_shows_errors_in_place():
+    calls = []
+
+    def action(name, count, share, lang):
+        calls.append((name, count, share, lang))
+        if count < 0:
+            raise TunebookError("count must be >= 0")
+        return f"<p>{name} x{count}</p>"
+
+    box = notebook.form({"name": ("名字", "伍鲜"), "count": ("条数", 3), "share": ("占比", 0.5),
+                         "lang": ("语言", "zh", ["zh", "en"])}, action)
+    assert box.run() == "<p>伍鲜 x3</p>"
+    box.controls["name"].value, box.controls["count"].value = "小王", -1
+    box.button.click()                            # what the browser's click runs in the kernel
+    assert calls[-1] == ("小王", -1, 0.5, "zh")
+    assert box.output.value == "<p style='color:#b00'>count must be &gt;= 0</p>" and not box.button.disabled
+    # text sends its value once on change: ipywidgets holds a widget's second value message until the kernel is
+    # idle and a click is not held, so with per-key updates a quick click could run with the name before the last keys
+    assert box.controls["name"].continuous_update is False

@@ -255,7 +255,10 @@ def form(fields: dict, action, button: str = "生成", title: str = ""):
         elif isinstance(default, float):
             controls[name] = w.FloatText(value=default, description=label, style=style)
         else:
-            controls[name] = w.Text(value=str(default), description=label, style=style)
+            # continuous_update=False: one value message on change (blur/Enter). Per key, ipywidgets throttles a
+            # widget's second value message until the kernel is idle, and a button click is not throttled, so a
+            # quick click after typing used to reach the kernel before the last keys (the old name was used).
+            controls[name] = w.Text(value=str(default), description=label, style=style, continuous_update=False)
     go = w.Button(description=button, button_style="primary")
     out = w.HTML()
     box = w.VBox(([w.HTML(f"<b>{html.escape(title)}</b>")] if title else []) + list(controls.values()) + [go, out])
