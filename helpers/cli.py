@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("helpers.encode.check_data:main", "validate a dataset file and show tokens, masks and packing"),
     "make-tiny-model": ("helpers.models.tiny:main", "build the offline tiny tokenizer + Llama model used by tests/CPU demo"),
     "train": ("helpers.train.engine:main", "train or resume from a YAML / XTuner .py config (torchrun-compatible)"),
+    "train-llava": ("helpers.multimodal.llava_train:main", "LLaVA stage 1 (projector) / stage 2 (projector + LoRA) on images"),
+    "merge-llava": ("helpers.multimodal.merge:main", "merge a LLaVA stage-2 adapter into a folder plain transformers loads"),
     "convert": ("helpers.models.internlm2.convert:main", "convert InternLM2 <-> Llama checkpoints (no remote code)"),
     "bench": ("helpers.bench:main", "benchmarks: train (vs the tutorials' recipe), merge, internlm2, persona (CPU recipe)"),
     "merge": ("helpers.merge.merging:main", "merge a (Q)LoRA adapter into its full-precision base model (checked, sharded)"),

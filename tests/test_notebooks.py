@@ -9,7 +9,8 @@ import pytest
 from helpers.notebook.tools import SETUP_CELL, is_checked, stray_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ["00_environment", "01_persona_data", "02_colorist_dataset", "03_qlora_training", "04_merge_and_chat"]
+NAMES = ["00_environment", "01_persona_data", "02_colorist_dataset", "03_qlora_training", "04_merge_and_chat",
+         "05_multimodal_llava"]
 NOTEBOOKS = {name: nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4) for name in NAMES
              if (ROOT / "notebooks" / f"{name}.ipynb").exists()}
 

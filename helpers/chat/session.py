@@ -262,7 +262,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-words", nargs="*", default=[], help="extra stop words (the template's are built in)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (xtuner chat's default 0)")
     parser.add_argument("--show-prompt", action="store_true", help="print each prompt as the model sees it")
+    llava = parser.add_argument_group("LLaVA (xtuner chat --llava ... --visual-encoder ... --image ...)")
+    llava.add_argument("--image", help="a picture to talk about: MODEL is then a merged LLaVA folder, a LLaVA stage "
+                                       "output, or an LM with --llava and --visual-encoder")
+    llava.add_argument("--llava", help="stage-1 projector or stage-2 adapter folder for the LM given as MODEL")
+    llava.add_argument("--visual-encoder", help="the CLIP vision folder (default: the one the --llava folder names)")
     args = parser.parse_args(argv)
+    if args.llava or args.visual_encoder:
+        if not args.image:
+            parser.error("--llava / --visual-encoder need --image PATH (the picture to talk about)")
+    if args.image:
+        return _llava_chat(args)
 
     from transformers import set_seed
     from transformers.utils import logging as hf_logging
@@ -279,3 +289,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"template {session.template} ({origin}); system prompt {session.system!r}", file=sys.stderr)
     # bytes from the terminal, decoded per line (decode_input): GBK input never ends the session with a traceback
     return terminal_chat(session, getattr(sys.stdin, "buffer", sys.stdin), sys.stdout, args.show_prompt)
+
+
+def _llava_chat(args) -> int:
+    from transformers import set_seed
+    from transformers.utils import logging as hf_logging
+
+    from helpers.multimodal.llava_chat import load_llava_chat
+    hf_logging.disable_progress_bar()
+    set_seed(args.seed)
+    system = args.system
+    if args.system_template:
+        from helpers.encode.templates import resolve_system
+        system = resolve_system(None, args.system_template)
+    chat = load_llava_chat(args.model, args.llava, args.visual_encoder, args.template, system)
+    chat.sampling = Sampling(args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.max_new_tokens)
+    chat.set_image(args.image)
+    print(f"LLaVA {args.model}" + (f" + {args.llava}" if args.llava else "") + f"; image {args.image} "
+          f"({chat.image_tokens} image tokens); template {chat.template}", file=sys.stderr)
+    return terminal_chat(chat, getattr(sys.stdin, "buffer", sys.stdin), sys.stdout, args.show_prompt)

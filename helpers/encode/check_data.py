@@ -123,14 +123,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers check-data",
                                      description="Validate a dataset and show what training will see.")
     parser.add_argument("file", help=".json / .jsonl dataset file")
-    parser.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
+    parser.add_argument("--format", default="auto", choices=("auto", "llava") + FORMATS,
+                        help="auto also recognises LLaVA files (records with \"image\" + \"conversations\")")
     parser.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"prompt template (default {DEFAULT_TEMPLATE})")
     parser.add_argument("--system", default=None, help="system text for records that have none")
     parser.add_argument("--system-template", default=None, help="system template name, e.g. colorist")
     parser.add_argument("--tokenizer", default=None, help="model/tokenizer folder for token counts and masks")
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--show", type=int, default=2, help="how many samples to print with their masks")
+    parser.add_argument("--image-folder", help="LLaVA: where the records' images are (default: the file's folder)")
+    parser.add_argument("--vision", help="LLaVA: the vision tower, for its image-token count (default: the camp's "
+                                         "CLIP ViT-L/14-336, 576)")
     args = parser.parse_args(argv)
+    from helpers.multimodal.llava_data import is_llava_file
+    if args.format == "llava" or (args.format == "auto" and is_llava_file(args.file)):
+        from helpers.multimodal.check_llava import check_llava
+        template = "auto" if args.template == DEFAULT_TEMPLATE and args.tokenizer else args.template
+        return check_llava(args.file, args.image_folder, args.tokenizer, args.vision, template, args.max_length,
+                           resolve_system(args.system, args.system_template) or "", args.show)
     tokenizer = None
     if args.tokenizer:
         from helpers.encode.encoding import load_tokenizer

@@ -132,7 +132,10 @@ def _split_specials(text: str, specials: list[str]) -> list[tuple[bool, str]]:
 class Encoder:
     """Encodes conversations for one tokenizer + template (+ default system prompt)."""
 
-    def __init__(self, tokenizer, template: ChatFormat | PromptTemplate | str, max_length: int, system: str = ""):
+    def __init__(self, tokenizer, template: ChatFormat | PromptTemplate | str, max_length: int, system: str = "",
+                 image: tuple[int, int] | None = None):
+        """image: (image token id, positions per picture) to encode LLaVA's <image> placeholder in content as that
+        many image tokens (never trained); without it the placeholder is plain text like any other."""
         if max_length <= 0:
             raise TunebookError(f"max_length must be a positive number of tokens, got {max_length}")
         self.tokenizer = tokenizer
@@ -141,6 +144,7 @@ class Encoder:
         self.template = self.format.prompt  # None in hf mode
         self.max_length = max_length
         self.system = system
+        self.image = image
         self.bos, self.eos = bos_eos_ids(tokenizer)
         if self.template is not None and self.template.spells_bos(tokenizer.bos_token):
             self.bos = []  # the template's own opening token is the BOS (ChatML tokenizers, e.g. SmolLM2)
@@ -163,7 +167,7 @@ class Encoder:
             from helpers.encode.hf_template import encode_with_chat_template
             ids, labels, special = encode_with_chat_template(self.tokenizer, conversation, self.special_ids)
         else:
-            ids, labels, special = self._encode_segments(segments(self.template or _PRETRAIN, conversation))
+            ids, labels, special = self._encode_segments(self._segments(self.template or _PRETRAIN, conversation))
         if special:
             self.stats.special_text.append(conversation.source)
         truncated = len(ids) > self.max_length
@@ -196,10 +200,20 @@ class Encoder:
         if self.hf_mode:
             from helpers.encode.hf_template import prompt_ids_with_chat_template
             return prompt_ids_with_chat_template(self.tokenizer, conversation, self.special_ids)
-        ids, _, _ = self._encode_segments(segments(self.template, conversation, generation=True))
+        ids, _, _ = self._encode_segments(self._segments(self.template, conversation, generation=True))
         return ids
 
     # -- internals ----------------------------------------------------------------------------------------------
+    def _segments(self, template: PromptTemplate, conversation: Conversation, generation: bool = False):
+        segs = segments(template, conversation, generation=generation)
+        if self.image is None:
+            return segs
+        if self.hf_mode:
+            raise TunebookError("LLaVA training needs a tunebook prompt template (template: auto or a name), "
+                                "not the tokenizer's own chat_template")
+        from helpers.multimodal.llava_data import image_segments
+        return image_segments(segs)
+
     def _encode_segments(self, segs: list[Segment]) -> tuple[list[int], list[int], bool]:
         ids: list[int] = []
         labels: list[int] = []
@@ -217,7 +231,11 @@ class Encoder:
                     ids += piece_ids
                     labels += piece_ids if text_segments[0].trained else [IGNORE_INDEX] * len(piece_ids)
                     text_segments = []
-                if seg is not None:
+                if seg is not None and seg.kind == "image":
+                    image_id, count = self.image
+                    ids += [image_id] * count
+                    labels += [IGNORE_INDEX] * count
+                elif seg is not None:
                     token = self.bos if seg.kind == "bos" else self.eos
                     ids += token
                     labels += token if seg.trained else [IGNORE_INDEX] * len(token)

@@ -173,7 +173,7 @@ def resolve_system(system: str | None = None, system_template: str | None = None
 
 @dataclass(frozen=True)
 class Segment:
-    kind: str            # "bos" | "eos" | "template" | "content"
+    kind: str            # "bos" | "eos" | "template" | "content" | "image" (LLaVA: the picture's tokens)
     text: str = ""       # empty for bos/eos (the tokenizer decides their spelling)
     trained: bool = False
     piece: int = 0       # XTuner encodes input / output / sep pieces separately; same number = same piece

@@ -15,7 +15,8 @@ from helpers.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_LOG_LEVEL = "ERROR"   # kernel start-up errors still show; its warnings are about this machine's own sockets
-NOTEBOOKS = ["00_environment", "01_persona_data", "02_colorist_dataset", "03_qlora_training", "04_merge_and_chat"]
+NOTEBOOKS = ["00_environment", "01_persona_data", "02_colorist_dataset", "03_qlora_training", "04_merge_and_chat",
+             "05_multimodal_llava"]
 
 
 def run_notebook(source: Path, target: Path, env: dict, timeout: int = 1800) -> float:
@@ -61,7 +62,12 @@ def summary(workdir: Path) -> list[str]:
     table = workdir / "eval-persona.txt"
     if table.is_file():
         lines += ["", "evaluation (04_merge_and_chat), before -> after training:", table.read_text(encoding="utf-8")]
-    for label, path in (("adapter", workdir / "train-persona" / "adapter"), ("merged model", workdir / "merged-persona")):
+    swatches = workdir / "llava" / "eval-swatches.txt"
+    if swatches.is_file():
+        lines += ["", "LLaVA swatches (05_multimodal_llava), held-out colours, before -> after training:",
+                  swatches.read_text(encoding="utf-8")]
+    for label, path in (("adapter", workdir / "train-persona" / "adapter"), ("merged model", workdir / "merged-persona"),
+                        ("merged LLaVA", workdir / "llava" / "merged")):
         if path.exists():
             lines.append(f"{label:<16} {path}")
     return lines
