@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up tunebook in ./.venv and run the main job or the tests. Needs nothing but Python >= 3.10.
 
-    python3 quickstart.py run     # set up, then run the five notebooks end to end (SmolLM2 on a CPU, InternLM2 on a GPU)
+    python3 quickstart.py run     # set up, then run the six notebooks end to end (SmolLM2 on a CPU, InternLM2 on a GPU)
     python3 quickstart.py test    # set up, then run the test suite (what CI runs)
     python3 quickstart.py browser # set up, then drive 01_persona_data in a real JupyterLab (headless Chromium)
 

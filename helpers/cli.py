@@ -12,7 +12,7 @@ import sys
 # name -> ("module:function taking argv and returning an exit code", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "templates": ("helpers.encode.template_cli:main", "list prompt templates; render a conversation as training text"),
-    "check-data": ("helpers.encode.check_data:main", "validate a dataset file and show tokens, masks and packing"),
+    "check-data": ("helpers.multimodal.check_llava:main", "validate a dataset file and show tokens, masks and packing"),
     "make-tiny-model": ("helpers.models.tiny:main", "build the offline tiny tokenizer + Llama model used by tests/CPU demo"),
     "train": ("helpers.train.engine:main", "train or resume from a YAML / XTuner .py config (torchrun-compatible)"),
     "train-llava": ("helpers.multimodal.llava_train:main", "LLaVA stage 1 (projector) / stage 2 (projector + LoRA) on images"),

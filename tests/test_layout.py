@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The stages in the order a learner walks them; a module may import its own stage and earlier ones only.
-STAGES = ("data", "encode", "models", "train", "merge", "chat", "evaluate", "share", "env", "notebook", "bench")
+STAGES = ("data", "encode", "models", "train", "merge", "multimodal", "chat", "evaluate", "share", "env", "notebook", "bench")
 BASE = ("errors", "io", "cli")                 # top-level modules every stage may use
 DATA_GEN_MAY_USE = ("data", "encode")          # the generators write data; they never train or evaluate
 MAX_MODULE_LINES = 400

@@ -201,7 +201,9 @@ def trained(parts, swatches, tmp_path_factory):
 
 def ask_all(llava, folder, rows):
     from helpers.multimodal.llava_chat import answers, chat_for
-    return answers(chat_for(llava, "internlm2_chat"), [folder / image for image, _ in rows], QUESTION)
+    from helpers.multimodal.swatches import ANSWER_SAMPLING
+    return answers(chat_for(llava, "internlm2_chat"), [folder / image for image, _ in rows], QUESTION,
+                   ANSWER_SAMPLING)
 
 
 @pytest.mark.slow
@@ -287,6 +289,21 @@ def test_merged_folder_answers_like_tunebook_chat_in_plain_transformers(parts, s
     assert again.ask(QUESTION) == ours
 
 
+def test_the_notebook_chat_box_takes_a_picture(swatches, trained):
+    from helpers.chat.widget import image_chat_box
+    from helpers.multimodal.llava_chat import load_llava_chat
+    records = json.loads(swatches["train"].read_text())
+    box = image_chat_box(load_llava_chat(trained["stage2"].result_dir), swatches["folder"] / records[0]["image"])
+    question = records[0]["conversations"][0]["value"].removeprefix("<image>\n")
+    assert box.ask(question) == [records[0]["conversations"][1]["value"]]
+    box.set_picture((swatches["folder"] / records[1]["image"]).read_bytes())    # what an upload does
+    assert box.sessions[0].history == []                                       # a new picture, a new conversation
+    question = records[1]["conversations"][0]["value"].removeprefix("<image>\n")
+    assert box.ask(question) == [records[1]["conversations"][1]["value"]]
+    box.set_picture(b"not an image")
+    assert "not a picture" in box.status.value
+
+
 def read_first_image(path: Path) -> str:
     return json.loads(path.read_text())[0]["image"]
 
@@ -356,3 +373,29 @@ def test_train_llava_settings_are_typed_and_typos_named(tmp_path):
         load_llava_config(None, ["batch_size=eight"])
     assert subprocess.run([sys.executable, "-m", "helpers", "train-llava", "--set", "stage=middle",
                            "--set", "data_path=x.json"], capture_output=True, text=True).returncode != 0
+
+
+def test_an_xtuner_projector_loads_into_the_llava(parts, tmp_path):
+    """XTuner saves ProjectorModel(nn.Sequential(Linear, GELU, Linear)): model.0.* / model.2.* (in a .pth under
+    projector.*); both spellings land in linear_1 / linear_2, and a projector of other sizes is refused by name."""
+    import torch
+    from safetensors.torch import save_file
+
+    from helpers.errors import TunebookError
+    from helpers.multimodal.llava import build_llava
+    llava = build_llava(parts["vision"], parts["lm"])
+    shapes = {k: v.shape for k, v in llava.model.model.multi_modal_projector.state_dict().items()}
+    torch.manual_seed(1)
+    weights = {k.replace("linear_1", "model.0").replace("linear_2", "model.2"): torch.randn(s)
+               for k, s in shapes.items()}
+    (tmp_path / "projector").mkdir()
+    save_file(weights, str(tmp_path / "projector" / "model.safetensors"))
+    torch.save({"state_dict": {f"projector.{k}": v for k, v in weights.items()}}, tmp_path / "iter_500.pth")
+    for source in (tmp_path, tmp_path / "iter_500.pth"):
+        loaded = build_llava(parts["vision"], parts["lm"], projector=source).model.model.multi_modal_projector
+        assert torch.equal(loaded.linear_1.weight, weights["model.0.weight"])
+        assert torch.equal(loaded.linear_2.bias, weights["model.2.bias"])
+    wrong = {k: torch.zeros(2, *v.shape[1:]) for k, v in weights.items()}
+    save_file(wrong, str(tmp_path / "wrong.safetensors"))
+    with pytest.raises(TunebookError, match="do not fit this tower"):
+        build_llava(parts["vision"], parts["lm"], projector=tmp_path / "wrong.safetensors")

@@ -17,6 +17,7 @@ import argparse
 import sys
 import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
 from helpers.encode.chat_format import DEFAULT_TEMPLATE, ChatFormat, chat_format
@@ -295,7 +296,10 @@ def _llava_chat(args) -> int:
     from transformers import set_seed
     from transformers.utils import logging as hf_logging
 
+    from helpers.errors import TunebookError
     from helpers.multimodal.llava_chat import load_llava_chat
+    if not Path(args.image).is_file():   # before the model loads: a typo costs no waiting
+        raise TunebookError(f"--image {args.image}: no such file")
     hf_logging.disable_progress_bar()
     set_seed(args.seed)
     system = args.system

@@ -116,3 +116,39 @@ def chat_box(model, adapter=None, side_by_side: bool = False, **load_kwargs) -> 
     if side_by_side:
         return ChatWidget([base_session(session), session], ["基座模型 base", "微调后 fine-tuned"])
     return ChatWidget([session], ["微调后 fine-tuned" if adapter else str(model)])
+
+
+def image_chat_box(chat, image=None) -> ChatWidget:
+    """The chat box for a LLaVA (helpers.multimodal.llava_chat.LlavaChat) with a picture upload above it: a new
+    picture starts a new conversation. `box.set_picture(bytes)` is what an upload does (for headless runs)."""
+    import io
+
+    import ipywidgets as w
+    from PIL import Image
+
+    box = ChatWidget([chat], ["LLaVA"])
+    upload = w.FileUpload(accept="image/*", multiple=False, description="图片 Image")
+    preview = w.Image(width=96, height=96)
+
+    def set_picture(data: bytes) -> None:
+        try:
+            picture = Image.open(io.BytesIO(data))
+            picture.load()
+        except Exception as err:
+            box.status.value = f'<span style="color:#b00">not a picture: {html.escape(str(err))}</span>'
+            return
+        chat.set_image(picture)
+        preview.value = data
+        box.transcripts[0].value = render_transcript(chat.history)
+
+    def uploaded(change) -> None:
+        if change["new"]:
+            set_picture(bytes(change["new"][0]["content"]))
+
+    upload.observe(uploaded, names="value")
+    box.set_picture = set_picture
+    box.box.children = (w.HBox([upload, preview]), *box.box.children)
+    if image is not None:
+        with open(image, "rb") as handle:
+            set_picture(handle.read())
+    return box

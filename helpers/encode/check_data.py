@@ -119,7 +119,7 @@ def format_report(report: DataReport, source: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers check-data",
                                      description="Validate a dataset and show what training will see.")
     parser.add_argument("file", help=".json / .jsonl dataset file")
@@ -134,13 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-folder", help="LLaVA: where the records' images are (default: the file's folder)")
     parser.add_argument("--vision", help="LLaVA: the vision tower, for its image-token count (default: the camp's "
                                          "CLIP ViT-L/14-336, 576)")
-    args = parser.parse_args(argv)
-    from helpers.multimodal.llava_data import is_llava_file
-    if args.format == "llava" or (args.format == "auto" and is_llava_file(args.file)):
-        from helpers.multimodal.check_llava import check_llava
-        template = "auto" if args.template == DEFAULT_TEMPLATE and args.tokenizer else args.template
-        return check_llava(args.file, args.image_folder, args.tokenizer, args.vision, template, args.max_length,
-                           resolve_system(args.system, args.system_template) or "", args.show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Text datasets (LLaVA files go through helpers.multimodal.check_llava.main, the command's entry point)."""
+    args = build_parser().parse_args(argv)
     tokenizer = None
     if args.tokenizer:
         from helpers.encode.encoding import load_tokenizer

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from helpers.data.conversation import Conversation, with_default_system
@@ -22,6 +22,7 @@ from helpers.encode.chat_format import ChatFormat, chat_format
 from helpers.encode.templates import PromptTemplate, Segment, get_template, segments
 
 IGNORE_INDEX = -100
+IMAGE_TOKEN = "<image>"   # LLaVA's placeholder in data and prompts (XTuner's DEFAULT_IMAGE_TOKEN)
 _PRETRAIN = get_template("default")  # pretrain records ignore the template; any one renders them
 
 
@@ -211,7 +212,6 @@ class Encoder:
         if self.hf_mode:
             raise TunebookError("LLaVA training needs a tunebook prompt template (template: auto or a name), "
                                 "not the tokenizer's own chat_template")
-        from helpers.multimodal.llava_data import image_segments
         return image_segments(segs)
 
     def _encode_segments(self, segs: list[Segment]) -> tuple[list[int], list[int], bool]:
@@ -270,6 +270,22 @@ class Encoder:
 
     def _controls_in(self, ids) -> int:
         return sum(1 for i in ids if i in self.special_ids)
+
+
+def image_segments(segs: list[Segment]) -> list[Segment]:
+    """Content segments split at <image>: text before, an "image" segment, text after (same piece)."""
+    out = []
+    for seg in segs:
+        if seg.kind != "content" or IMAGE_TOKEN not in seg.text:
+            out.append(seg)
+            continue
+        parts = seg.text.split(IMAGE_TOKEN)
+        for i, part in enumerate(parts):
+            if i:
+                out.append(Segment("image", "", False, seg.piece))
+            if part:
+                out.append(replace(seg, text=part))
+    return out
 
 
 def _group_pieces(segs: list[Segment]) -> list[list[Segment]]:

@@ -27,7 +27,7 @@ def image_tokens_for(vision: str | None) -> int:
 
 def render_sample(tokenizer, sample, image_token_id: int) -> str:
     """The sample's text with trained spans in ⟦ ⟧ and each picture's run of image tokens as <image × N>."""
-    parts, run, i = [], [], 0
+    parts, i = [], 0
     ids, labels = sample.input_ids, sample.labels
     while i < len(ids):
         if ids[i] == image_token_id:
@@ -95,3 +95,18 @@ def check_llava(path: str, image_folder: str | None = None, tokenizer_path: str 
         print(f"{path}: {problems} problem(s); fix them (see the lines above) and run again", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`check-data`: a LLaVA file (records with "image" + "conversations", or --format llava) is checked here,
+    any other dataset by helpers.encode.check_data."""
+    from helpers.encode.chat_format import DEFAULT_TEMPLATE
+    from helpers.encode.check_data import build_parser, main as check_text
+    from helpers.encode.templates import resolve_system
+    from helpers.multimodal.llava_data import is_llava_file
+    args = build_parser().parse_args(argv)
+    if not (args.format == "llava" or (args.format == "auto" and is_llava_file(args.file))):
+        return check_text(argv)
+    template = "auto" if args.template == DEFAULT_TEMPLATE and args.tokenizer else args.template
+    return check_llava(args.file, args.image_folder, args.tokenizer, args.vision, template, args.max_length,
+                       resolve_system(args.system, args.system_template) or "", args.show)

@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.encode.encoding import IMAGE_TOKEN
 from helpers.errors import TunebookError
 
-IMAGE_TOKEN = "<image>"          # the placeholder in LLaVA data and prompts (XTuner's DEFAULT_IMAGE_TOKEN)
 PROJECTOR_FILE = "projector.safetensors"
 LLAVA_RECORD = "tunebook_llava.json"   # beside an adapter / projector / merged folder: which tower + LM it belongs to
 # XTuner saves its ProjectorModel as nn.Sequential(Linear, GELU, Linear): model.0.* and model.2.*

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.errors import TunebookError
-from helpers.models.generation import GREEDY, Sampling
+from helpers.models.generation import Sampling
 
 
 @dataclass
@@ -24,6 +24,7 @@ class LlavaChat:
     image_tokens: int = 0
     history: list = field(default_factory=list)   # Turns of the conversation about the current picture
     pixels: object = None
+    sampling: Sampling = Sampling(temperature=0.0, max_new_tokens=256)   # greedy: the same picture, the same answer
 
     def encoder(self):
         from helpers.multimodal.llava_data import image_encoder
@@ -42,12 +43,13 @@ class LlavaChat:
                                                      return_tensors="pt")["pixel_values"]
         self.history = []
 
-    def ask(self, question: str, sampling: Sampling = GREEDY) -> str:
+    def ask(self, question: str, sampling: Sampling | None = None) -> str:
         import torch
 
         from helpers.data.conversation import Turn
         from helpers.models.generation import stop_token_ids
         from helpers.multimodal.llava_data import prompt_ids
+        sampling = sampling or self.sampling
         if self.pixels is None:
             raise TunebookError("no picture yet: give one first (chat --image PATH, or set_image)")
         ids = prompt_ids(self.encoder(), question, self.history, image=True)
@@ -78,9 +80,7 @@ class LlavaChat:
             "<image>" * self.image_tokens, f"<image × {self.image_tokens}>")
 
     def stream(self, message: str):
-        yield self.ask(message, self.sampling)
-
-    sampling: Sampling = GREEDY
+        yield self.ask(message)
 
 
 def chat_for(llava, template, system: str = "") -> LlavaChat:
@@ -89,7 +89,7 @@ def chat_for(llava, template, system: str = "") -> LlavaChat:
     return LlavaChat(llava.model, llava.processor, llava.tokenizer, template, system, llava.image_tokens)
 
 
-def answers(chat: LlavaChat, images: list, question: str, sampling: Sampling = GREEDY) -> list[str]:
+def answers(chat: LlavaChat, images: list, question: str, sampling: Sampling | None = None) -> list[str]:
     out = []
     for image in images:
         chat.set_image(image)

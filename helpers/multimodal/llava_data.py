@@ -15,10 +15,8 @@ from pathlib import Path
 from helpers.data.conversation import Conversation, Turn
 from helpers.data.formats import RecordError, normalise
 from helpers.data.records import Issue, Record, read_records
-from helpers.encode.encoding import IGNORE_INDEX, Encoder, Sample
-from helpers.encode.templates import Segment, segments
+from helpers.encode.encoding import IGNORE_INDEX, IMAGE_TOKEN, Encoder, Sample
 from helpers.errors import TunebookError
-from helpers.multimodal.llava import IMAGE_TOKEN
 
 
 @dataclass
@@ -118,22 +116,6 @@ def is_llava_file(path: str | os.PathLike) -> bool:
 
 
 # ---------------------------------------------------------------- encoding
-
-def image_segments(segs: list[Segment]) -> list[Segment]:
-    """Content segments split at <image>: text before, an "image" segment, text after (same piece)."""
-    out = []
-    for seg in segs:
-        if seg.kind != "content" or IMAGE_TOKEN not in seg.text:
-            out.append(seg)
-            continue
-        parts = seg.text.split(IMAGE_TOKEN)
-        for i, part in enumerate(parts):
-            if i:
-                out.append(Segment("image", "", False, seg.piece))
-            if part:
-                out.append(replace(seg, text=part))
-    return out
-
 
 def image_encoder(tokenizer, template, max_length: int, image_token_id: int, image_tokens: int,
                   system: str = "") -> Encoder:

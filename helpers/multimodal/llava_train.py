@@ -119,8 +119,6 @@ def train_llava(config: LlavaTrainConfig, notebook: bool | None = None, callback
 
 
 def _fit(config, output_dir: Path, final_dir: Path, digest: str, notebook, callbacks) -> LlavaResult:
-    import torch
-
     from helpers.models.find import resolve_template
     from helpers.models.loading import compute_dtype
     from helpers.multimodal.llava import build_llava, use_template

@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from helpers.data.colors import delta_e, hex_to_lab, hex_to_rgb, is_hex_colour
+from helpers.models.generation import Sampling
 from helpers.io import atomic_dir, write_json
 
 QUESTIONS = ("What colour is this?", "What color is shown in the picture?", "Name the colour in this image.",
@@ -23,6 +24,9 @@ QUESTIONS = ("What colour is this?", "What color is shown in the picture?", "Nam
 CAPTION_PROMPT = "Describe the picture briefly."     # stage 1 (pretrain): image -> caption, as LLaVA's LCS-558K
 HEX = re.compile(r"#[0-9a-fA-F]{6}")
 UNPARSED_DELTA_E = 100.0      # an answer without the hex counts as this far off (ΔE00 of black vs white is 100)
+# greedy, and long enough for the longest answer ("Left: #rrggbb (name). Right: #rrggbb (name).", ~30 tokens): an
+# untrained model would otherwise ramble for the default 2048 tokens on every picture
+ANSWER_SAMPLING = Sampling(temperature=0.0, max_new_tokens=48)
 IMAGE_SIZE = 64               # the file's size; the tower's processor resizes (the tiny tower reads 32 px)
 
 

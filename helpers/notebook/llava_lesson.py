@@ -127,7 +127,8 @@ def metrics_table(before: dict, after: dict) -> str:
 def evaluate(chat, folder: Path, rows: list[tuple[str, tuple[str, ...]]]) -> tuple[list[str], dict]:
     """Greedy answers to the first question for each held-out picture, and their swatch metrics."""
     from helpers.multimodal.llava_chat import answers
-    got = answers(chat, [folder / image for image, _ in rows], QUESTIONS[0])
+    from helpers.multimodal.swatches import ANSWER_SAMPLING
+    got = answers(chat, [folder / image for image, _ in rows], QUESTIONS[0], ANSWER_SAMPLING)
     return got, swatch_metrics([colours for _, colours in rows], got)
 
 
