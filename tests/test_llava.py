@@ -399,3 +399,17 @@ def test_an_xtuner_projector_loads_into_the_llava(parts, tmp_path):
     save_file(wrong, str(tmp_path / "wrong.safetensors"))
     with pytest.raises(TunebookError, match="do not fit this tower"):
         build_llava(parts["vision"], parts["lm"], projector=tmp_path / "wrong.safetensors")
+
+
+def test_swatch_answers_errors_and_the_picture_blind_baseline(tmp_path):
+    from helpers.multimodal.swatches import Swatch, constant_answer, draw, swatch_errors, swatch_metrics
+    assert Swatch(("#87ceeb",), "a.png").answer == "#87ceeb (sky blue)"
+    assert Swatch(("#87ceeb", "#ff6347"), "b.png").answer == "Left: #87ceeb (sky blue). Right: #ff6347 (tomato)."
+    picture = draw(("#000000", "#ffffff"), 8)
+    assert picture.getpixel((0, 0)) == (0, 0, 0) and picture.getpixel((7, 7)) == (255, 255, 255)
+    assert picture.getpixel((3, 5)) == (0, 0, 0) and picture.getpixel((4, 5)) == (255, 255, 255)
+    assert swatch_errors(("#87ceeb", "#ff6347"), "Left: #87ceeb (sky blue). Right: tomato") == [0.0, 100.0]
+    metrics = swatch_metrics([("#87ceeb",), ("#000000", "#ffffff")], ["#87ceeb", "#000000 only"])
+    assert metrics["parse_rate"] == 0.5 and metrics["delta_e"] == [[0.0], [0.0, 100.0]]
+    assert metrics["delta_e_median"] == 0.0 and metrics["delta_e_mean"] == 100 / 3
+    assert constant_answer([("a", ("#000000",)), ("b", ("#ffffff", "#ffffff"))]) == "Left: #aaaaaa. Right: #aaaaaa."

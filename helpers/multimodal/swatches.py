@@ -146,6 +146,15 @@ def swatch_metrics(references: list[tuple[str, ...]], answers: list[str]) -> dic
             "delta_e": errors}
 
 
+def constant_answer(train: list[tuple[str, tuple[str, ...]]]) -> str:
+    """The baseline a model that ignores the picture could reach: one colour for everything, the average (in sRGB)
+    of the training swatches' colours, as an answer."""
+    colours = [hex_to_rgb(c) for _, cs in train for c in cs]
+    from helpers.data.colors import rgb_to_hex
+    mean = rgb_to_hex([sum(rgb[i] for rgb in colours) / len(colours) for i in range(3)])
+    return f"Left: {mean}. Right: {mean}."
+
+
 def read_swatches(path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
     """(image file, reference colours) of a swatch JSON written above (the colours come from the answer)."""
     import json

@@ -112,16 +112,27 @@ def comparison_html(rows: list[tuple[str, tuple[str, ...]]], before: list[str], 
     return ("<table><tr><th>真实颜色</th><th>训练前的回答</th><th>训练后的回答</th></tr>" + "".join(body) + "</table>")
 
 
-def metrics_table(before: dict, after: dict) -> str:
+def metrics_table(before: dict, after: dict, constant: dict | None = None) -> str:
+    """before / after (and the picture-blind baseline: the training colours' average for every swatch)."""
     def cell(m, key, fmt):
-        return "—" if m[key] is None else fmt.format(m[key])
-    lines = [f"{'metric':<34}{'before':>10}{'after':>10}", "-" * 54]
+        return "—" if m is None or m[key] is None else fmt.format(m[key])
+    columns = [("before", before), ("after", after)] + ([("same colour", constant)] if constant else [])
+    lines = [f"{'metric':<34}" + "".join(f"{name:>13}" for name, _ in columns), "-" * (34 + 13 * len(columns))]
     for label, key, fmt in (("hex given (parse rate)", "parse_rate", "{:.0%}"),
                             ("ΔE00 median (unparsed = 100)", "delta_e_median", "{:.1f}"),
                             ("ΔE00 mean", "delta_e_mean", "{:.1f}"),
                             ("share of colours with ΔE00 < 10", "share_under_10", "{:.0%}")):
-        lines.append(f"{label:<34}{cell(before, key, fmt):>10}{cell(after, key, fmt):>10}")
+        lines.append(f"{label:<34}" + "".join(f"{cell(m, key, fmt):>13}" for _, m in columns))
+    if constant:
+        lines.append("same colour = one answer for every picture (the training colours' average): what a model that "
+                     "ignores the pixels could score")
     return "\n".join(lines)
+
+
+def constant_metrics(train_rows, heldout_rows) -> dict:
+    from helpers.multimodal.swatches import constant_answer
+    answer = constant_answer(train_rows)
+    return swatch_metrics([colours for _, colours in heldout_rows], [answer] * len(heldout_rows))
 
 
 def evaluate(chat, folder: Path, rows: list[tuple[str, tuple[str, ...]]]) -> tuple[list[str], dict]:
@@ -132,10 +143,10 @@ def evaluate(chat, folder: Path, rows: list[tuple[str, tuple[str, ...]]]) -> tup
     return got, swatch_metrics([colours for _, colours in rows], got)
 
 
-def save_metrics(before: dict, after: dict, path: Path) -> str:
+def save_metrics(before: dict, after: dict, path: Path, constant: dict | None = None) -> str:
     """The before/after table, also written to `path` (the main job prints it at the end)."""
     from helpers.io import atomic_file
-    table = metrics_table(before, after)
+    table = metrics_table(before, after, constant)
     with atomic_file(path) as handle:
         handle.write(table + "\n")
     return table
