@@ -22,6 +22,18 @@ def test_resolution_order_local_then_share(tmp_path, monkeypatch, tiny_model_dir
         assert resolve_model(name) == share / "internlm2-chat-1_8b"
 
 
+def test_the_camps_visual_encoder_is_found_in_the_internstudio_share(tmp_path, monkeypatch):
+    # the camp's lesson: VISUAL_ENCODER=/root/share/new_models/openai/clip-vit-large-patch14-336
+    from helpers.models.find import KNOWN_MODELS, SHARE_ROOTS
+    assert "/root/share/new_models/openai" in SHARE_ROOTS
+    assert KNOWN_MODELS["clip-vit-large-patch14-336"][0] == "openai/clip-vit-large-patch14-336"
+    share = tmp_path / "openai" / "clip-vit-large-patch14-336"
+    share.mkdir(parents=True)
+    (share / "config.json").write_text("{}")
+    monkeypatch.setenv("TUNEBOOK_SHARE_ROOTS", str(tmp_path / "openai"))
+    assert resolve_model("openai/clip-vit-large-patch14-336") == share
+
+
 def test_not_found_lists_every_place_tried(tmp_path, monkeypatch):
     monkeypatch.setenv("TUNEBOOK_SHARE_ROOTS", str(tmp_path / "nowhere"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

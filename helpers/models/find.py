@@ -22,10 +22,13 @@ KNOWN_MODELS = {
     "internlm2_5-7b-chat": ("internlm/internlm2_5-7b-chat", "Shanghai_AI_Laboratory/internlm2_5-7b-chat"),
     "internlm2-1_8b": ("internlm/internlm2-1_8b", "Shanghai_AI_Laboratory/internlm2-1_8b"),
     "internlm2-7b": ("internlm/internlm2-7b", "Shanghai_AI_Laboratory/internlm2-7b"),
+    # the camp's visual encoder for LLaVA (notebook 05)
+    "clip-vit-large-patch14-336": ("openai/clip-vit-large-patch14-336", "AI-ModelScope/clip-vit-large-patch14-336"),
 }
 # InternStudio keeps models in a read-only share; camp docs used these layouts (TUNEBOOK_SHARE_ROOTS overrides).
 SHARE_ROOTS = ("/root/share/new_models/Shanghai_AI_Laboratory", "/root/share/new_models/internlm",
-               "/root/share/model_repos", "/share/new_models/Shanghai_AI_Laboratory", "/root/models")
+               "/root/share/model_repos", "/share/new_models/Shanghai_AI_Laboratory", "/root/models",
+               "/root/share/new_models/openai")   # the camp's VISUAL_ENCODER=/root/share/new_models/openai/clip-...
 
 
 class ModelNotFound(TunebookError):
