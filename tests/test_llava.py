@@ -412,4 +412,23 @@ def test_swatch_answers_errors_and_the_picture_blind_baseline(tmp_path):
     metrics = swatch_metrics([("#87ceeb",), ("#000000", "#ffffff")], ["#87ceeb", "#000000 only"])
     assert metrics["parse_rate"] == 0.5 and metrics["delta_e"] == [[0.0], [0.0, 100.0]]
     assert metrics["delta_e_median"] == 0.0 and metrics["delta_e_mean"] == 100 / 3
+    assert metrics["solid"]["delta_e"] == [[0.0]] and metrics["solid"]["parse_rate"] == 1.0
+    assert metrics["two_colour"]["delta_e"] == [[0.0, 100.0]] and metrics["two_colour"]["parse_rate"] == 0.0
+    assert swatch_metrics([("#87ceeb",)], ["#87ceeb"])["two_colour"] is None
     assert constant_answer([("a", ("#000000",)), ("b", ("#ffffff", "#ffffff"))]) == "Left: #aaaaaa. Right: #aaaaaa."
+
+
+def test_the_before_after_table_shows_solid_and_two_colour_swatches_apart():
+    from helpers.multimodal.swatches import swatch_metrics
+    from helpers.notebook.llava_lesson import metrics_table
+    references = [("#87ceeb",), ("#000000", "#ffffff")]
+    before = swatch_metrics(references, ["no idea", "no idea"])
+    after = swatch_metrics(references, ["#87ceeb", "Left: #000000. Right: #ffffff."])
+    lines = metrics_table(before, after).splitlines()
+    assert lines[0] == f"{'metric':<38}{'before':>13}{'after':>13}"
+    assert lines[2] == f"{'hex given (parse rate)':<38}{'0%':>13}{'100%':>13}"
+    assert lines[-3:] == [f"{'  solid swatches: ΔE00 median':<38}{'100.0':>13}{'0.0':>13}",
+                          f"{'  two-colour: both hexes given':<38}{'0%':>13}{'100%':>13}",
+                          f"{'  two-colour: ΔE00 median':<38}{'100.0':>13}{'0.0':>13}"]
+    solid_only = swatch_metrics(references[:1], ["#87ceeb"])
+    assert metrics_table(solid_only, solid_only).splitlines()[-1].split()[-2:] == ["—", "—"]

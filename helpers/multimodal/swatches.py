@@ -134,16 +134,23 @@ def swatch_errors(reference: tuple[str, ...], answer: str) -> list[float]:
     return [delta_e(ref, found[i]) if i < len(found) else UNPARSED_DELTA_E for i, ref in enumerate(reference)]
 
 
-def swatch_metrics(references: list[tuple[str, ...]], answers: list[str]) -> dict:
-    """parse rate (every colour of the swatch given as a hex), exact answers, ΔE00 median / mean over colours."""
+def swatch_metrics(references: list[tuple[str, ...]], answers: list[str], by_kind: bool = True) -> dict:
+    """parse rate (every colour of the swatch given as a hex), ΔE00 median / mean over colours; with by_kind also
+    the same figures for solid and two-colour swatches apart ("solid", "two_colour"; None when there are none),
+    since a model can read flat colours long before it reads left and right."""
     errors = [swatch_errors(r, a) for r, a in zip(references, answers, strict=True)]
     flat = [e for row in errors for e in row]
     parsed = sum(len(answer_colours(a)) >= len(r) for r, a in zip(references, answers))
-    return {"n": len(answers), "parse_rate": parsed / len(answers) if answers else 0.0,
-            "delta_e_median": statistics.median(flat) if flat else None,
-            "delta_e_mean": statistics.fmean(flat) if flat else None,
-            "share_under_10": sum(e < 10 for e in flat) / len(flat) if flat else None,
-            "delta_e": errors}
+    metrics = {"n": len(answers), "parse_rate": parsed / len(answers) if answers else 0.0,
+               "delta_e_median": statistics.median(flat) if flat else None,
+               "delta_e_mean": statistics.fmean(flat) if flat else None,
+               "share_under_10": sum(e < 10 for e in flat) / len(flat) if flat else None,
+               "delta_e": errors}
+    if by_kind:
+        for kind, count in (("solid", 1), ("two_colour", 2)):
+            picked = [(r, a) for r, a in zip(references, answers) if len(r) == count]
+            metrics[kind] = swatch_metrics(*map(list, zip(*picked)), by_kind=False) if picked else None
+    return metrics
 
 
 def constant_answer(train: list[tuple[str, tuple[str, ...]]]) -> str:

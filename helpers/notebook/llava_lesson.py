@@ -114,15 +114,19 @@ def comparison_html(rows: list[tuple[str, tuple[str, ...]]], before: list[str], 
 
 def metrics_table(before: dict, after: dict, constant: dict | None = None) -> str:
     """before / after (and the picture-blind baseline: the training colours' average for every swatch)."""
-    def cell(m, key, fmt):
+    def cell(m, kind, key, fmt):
+        m = m if kind is None or m is None else m.get(kind)
         return "—" if m is None or m[key] is None else fmt.format(m[key])
     columns = [("before", before), ("after", after)] + ([("same colour", constant)] if constant else [])
-    lines = [f"{'metric':<34}" + "".join(f"{name:>13}" for name, _ in columns), "-" * (34 + 13 * len(columns))]
-    for label, key, fmt in (("hex given (parse rate)", "parse_rate", "{:.0%}"),
-                            ("ΔE00 median (unparsed = 100)", "delta_e_median", "{:.1f}"),
-                            ("ΔE00 mean", "delta_e_mean", "{:.1f}"),
-                            ("share of colours with ΔE00 < 10", "share_under_10", "{:.0%}")):
-        lines.append(f"{label:<34}" + "".join(f"{cell(m, key, fmt):>13}" for _, m in columns))
+    lines = [f"{'metric':<38}" + "".join(f"{name:>13}" for name, _ in columns), "-" * (38 + 13 * len(columns))]
+    for label, kind, key, fmt in (("hex given (parse rate)", None, "parse_rate", "{:.0%}"),
+                                  ("ΔE00 median (unparsed = 100)", None, "delta_e_median", "{:.1f}"),
+                                  ("ΔE00 mean", None, "delta_e_mean", "{:.1f}"),
+                                  ("share of colours with ΔE00 < 10", None, "share_under_10", "{:.0%}"),
+                                  ("  solid swatches: ΔE00 median", "solid", "delta_e_median", "{:.1f}"),
+                                  ("  two-colour: both hexes given", "two_colour", "parse_rate", "{:.0%}"),
+                                  ("  two-colour: ΔE00 median", "two_colour", "delta_e_median", "{:.1f}")):
+        lines.append(f"{label:<38}" + "".join(f"{cell(m, kind, key, fmt):>13}" for _, m in columns))
     if constant:
         lines.append("same colour = one answer for every picture (the training colours' average): what a model that "
                      "ignores the pixels could score")
