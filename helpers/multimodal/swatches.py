@@ -134,22 +134,26 @@ def swatch_errors(reference: tuple[str, ...], answer: str) -> list[float]:
     return [delta_e(ref, found[i]) if i < len(found) else UNPARSED_DELTA_E for i, ref in enumerate(reference)]
 
 
-def swatch_metrics(references: list[tuple[str, ...]], answers: list[str], by_kind: bool = True) -> dict:
-    """parse rate (every colour of the swatch given as a hex), ΔE00 median / mean over colours; with by_kind also
-    the same figures for solid and two-colour swatches apart ("solid", "two_colour"; None when there are none),
-    since a model can read flat colours long before it reads left and right."""
-    errors = [swatch_errors(r, a) for r, a in zip(references, answers, strict=True)]
+def _figures(references: list[tuple[str, ...]], answers: list[str], errors: list[list[float]]) -> dict:
     flat = [e for row in errors for e in row]
     parsed = sum(len(answer_colours(a)) >= len(r) for r, a in zip(references, answers))
-    metrics = {"n": len(answers), "parse_rate": parsed / len(answers) if answers else 0.0,
-               "delta_e_median": statistics.median(flat) if flat else None,
-               "delta_e_mean": statistics.fmean(flat) if flat else None,
-               "share_under_10": sum(e < 10 for e in flat) / len(flat) if flat else None,
-               "delta_e": errors}
-    if by_kind:
-        for kind, count in (("solid", 1), ("two_colour", 2)):
-            picked = [(r, a) for r, a in zip(references, answers) if len(r) == count]
-            metrics[kind] = swatch_metrics(*map(list, zip(*picked)), by_kind=False) if picked else None
+    return {"n": len(answers), "parse_rate": parsed / len(answers) if answers else 0.0,
+            "delta_e_median": statistics.median(flat) if flat else None,
+            "delta_e_mean": statistics.fmean(flat) if flat else None,
+            "share_under_10": sum(e < 10 for e in flat) / len(flat) if flat else None,
+            "delta_e": errors}
+
+
+def swatch_metrics(references: list[tuple[str, ...]], answers: list[str]) -> dict:
+    """parse rate (every colour of the swatch given as a hex), ΔE00 median / mean over colours; also the same
+    figures for solid and two-colour swatches apart ("solid", "two_colour"; None when there are none), since a
+    model can read flat colours long before it reads left and right."""
+    errors = [swatch_errors(r, a) for r, a in zip(references, answers, strict=True)]
+    metrics = _figures(references, answers, errors)
+    for kind, count in (("solid", 1), ("two_colour", 2)):
+        picked = [i for i, r in enumerate(references) if len(r) == count]
+        metrics[kind] = (_figures([references[i] for i in picked], [answers[i] for i in picked],
+                                  [errors[i] for i in picked]) if picked else None)
     return metrics
 
 

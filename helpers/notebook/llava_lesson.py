@@ -10,9 +10,9 @@ from pathlib import Path
 from helpers.multimodal.swatches import QUESTIONS, draw, swatch_errors, swatch_metrics
 
 # Per profile (helpers.notebook.cells.profile): smoke = tests (tiny LM), cpu = SmolLM2 + the tiny tower (measured on
-# the project's 2-core machine, see README: stage 2 at 200 steps / lr 2e-3 halved the two-colour misses of 150 / 1e-3
-# and took held-out ΔE00 median from 24 to 14; a 0.4 two-colour share did not do better), gpu = the camp's models and
-# LLaVA settings.
+# the project's 2-core machine, one run each, see README: stage 2 at 200 steps / lr 2e-3 gave both hexes on 30-40% of
+# held-out two-colour swatches where 150 / 1e-3 gave 10%, and a lower ΔE00 median; a 0.4 two-colour share did not do
+# better), gpu = the camp's models and LLaVA settings.
 LLAVA_SETTINGS = {
     "smoke": dict(n_train=20, n_heldout=20, two_colour_share=0.2, max_length=128, batch_size=4,
                   stage1_steps=40, stage1_lr=3e-3, stage2_steps=200, stage2_lr=5e-3, lora_r=16, lora_alpha=32,
